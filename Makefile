@@ -1,0 +1,39 @@
+# The two set-up commands: `make demo` (install, then the whole pipeline on the embedded tiny default,
+# offline) and `make test`. VENV can point elsewhere, e.g. `make test VENV=/tmp/venv`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch first: a plain `torch` requirement with no torch installed pulls a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+TINY_MODEL := build/tiny-gemma
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test lint format demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+demo: install
+	$(PY) -m discopop_cli.tiny $(TINY_MODEL) --force
+	$(VENV)/bin/discopop align recipes/tiny-align.yaml --force
+
+clean:
+	rm -rf build outputs .pytest_cache .ruff_cache

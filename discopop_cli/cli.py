@@ -1,0 +1,116 @@
+"""The `discopop` command line: parses arguments and dispatches to one module per command.
+
+Nothing heavy is imported here: torch, TRL and transformers load inside the command that needs them,
+so `discopop --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from discopop_cli import __version__
+from discopop_cli.errors import UserError
+
+
+class _Group(TyperGroup):
+    """Turns a UserError into one red line on stderr and exit code 2; `--debug` shows the traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if _debug:
+                raise
+            from rich.markup import escape
+
+            from discopop_cli.console import err
+
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="discopop",
+    help="Reproduce and extend DiscoPOP-aligned chat models with TRL.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_debug = False
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"discopop-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    global _debug
+    _debug = debug or os.environ.get("DISCOPOP_DEBUG") == "1"
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe key: KEY=VALUE (YAML-typed, dotted keys for nesting). Repeatable."),
+]
+OutputDirOption = Annotated[
+    Path | None,
+    typer.Option("--output-dir", "-o", help="Where the trained model goes (overrides the recipe)."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train and write nothing.")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")]
+
+
+@app.command()
+def align(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (alignment-handbook style).")],
+    set_: SetOption = None,
+    output_dir: OutputDirOption = None,
+    dry_run: DryRunOption = False,
+    force: ForceOption = False,
+) -> None:
+    """Preference-optimise a model with the DiscoPOP loss family through TRL's DPOTrainer."""
+    from discopop_cli.align import run_align
+
+    run_align(recipe, overrides=set_ or [], output_dir=output_dir, dry_run=dry_run, force=force)
+
+
+@app.command()
+def losses(
+    names: Annotated[list[str] | None, typer.Argument(help="Losses to plot (default: the paper's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw each loss and its derivative against beta*d to this PNG."),
+    ] = None,
+    force: ForceOption = False,
+) -> None:
+    """List the registered preference losses: name, formula, parameters."""
+    from discopop_cli.losses_cmd import run_losses
+
+    run_losses(names or [], as_json=as_json, plot=plot, force=force)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
