@@ -1,0 +1,38 @@
+"""Shared fixtures: everything runs offline against the embedded tiny model and the shipped tiny dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before anything imports transformers, datasets or huggingface_hub: never reach for the Hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("DISCOPOP_DEBUG", None)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_path(repo_root: Path) -> Path:
+    """The shipped conversational preference dataset (argilla/dpo-mix-7k form)."""
+    path = repo_root / "recipes" / "data" / "tiny-preferences.jsonl"
+    assert path.is_file(), f"missing shipped dataset {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default tiny Gemma + ChatML model, built once per test session."""
+    from discopop_cli.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
