@@ -1,0 +1,419 @@
+"""Recipes: alignment-handbook YAML in, TRL configuration out.
+
+One place owns everything a recipe can say: loading the YAML, `--set` overrides, translating the keys of
+2024-era handbook recipes, refusing unknown keys with a did-you-mean, and routing each key to TRL's
+`ModelConfig`, the trainer config (`DPOConfig` / `SFTConfig`) or the data options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from discopop_cli.console import notice, warn
+from discopop_cli.data import DATA_KEYS, DataSpec, parse_data_spec
+from discopop_cli.errors import UserError
+
+# Keys the project itself implements on top of TRL, per command.
+PROJECT_KEYS: dict[str, set[str]] = {
+    "align": {
+        "chat_template",
+        "tokenizer_name_or_path",
+        "max_prompt_length",
+        "loss_kwargs",
+        "auto_insert_empty_system_msg",
+    },
+    "sft": {"chat_template", "tokenizer_name_or_path", "auto_insert_empty_system_msg"},
+}
+
+PATH_KEYS = ("model_name_or_path", "tokenizer_name_or_path")
+
+
+@dataclass
+class Recipe:
+    """A validated recipe, split by destination."""
+
+    path: Path
+    task: str
+    model: dict[str, Any]
+    training: dict[str, Any]
+    data: DataSpec
+    extras: dict[str, Any]
+    resolved: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+
+    def training_config(self) -> Any:
+        """Build TRL's trainer config; a value TRL rejects becomes a one-line error."""
+        config_cls = _training_config_class(self.task)
+        values = dict(self.training)
+        # TRL defaults the deprecated `gradient_checkpointing` alias to True; giving the new name its value keeps
+        # transformers from warning about a key the recipe never set.
+        defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
+        if "activation_checkpointing" in defaults and "activation_checkpointing" not in values:
+            values["activation_checkpointing"] = defaults.get("gradient_checkpointing", False)
+        try:
+            return config_cls(**values)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{self.path.name}: {exc}") from None
+
+    def model_config(self) -> Any:
+        from trl import ModelConfig
+
+        try:
+            return ModelConfig(**self.model)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{self.path.name}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Legacy keys of 2024 handbook recipes (transformers 4.x, TRL < 0.20). Each translation returns the new
+# key/value pairs to merge and says what it did; nothing is dropped without a line saying so.
+
+Translation = Callable[[Any, dict[str, Any]], tuple[dict[str, Any], str]]
+
+
+def _rename(new: str) -> Translation:
+    return lambda value, _raw: ({new: value}, f"renamed to '{new}'")
+
+
+def _flash_attention(value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if value:
+        return {"attn_implementation": "flash_attention_2"}, "now 'attn_implementation: flash_attention_2'"
+    return {}, "false is the default now (transformers picks sdpa/eager); removed"
+
+
+def _warmup_ratio(value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    return {"warmup_steps": value}, f"now 'warmup_steps: {value}' (a value below 1 is a ratio in transformers 5)"
+
+
+def _rpo_alpha(value: Any, raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if value is None:
+        return {}, "null; removed"
+    losses = raw.get("loss_type", "sigmoid")
+    losses = [losses] if isinstance(losses, str) else list(losses)
+    weights = list(raw.get("loss_weights") or [1.0] * len(losses))
+    return (
+        {"loss_type": [*losses, "sft"], "loss_weights": [*weights, float(value)]},
+        f"now an added 'sft' loss with weight {value} (TRL's loss_type list)",
+    )
+
+
+def _dropped(reason: str) -> Translation:
+    return lambda _value, _raw: ({}, reason)
+
+
+def _refused(reason: str) -> Translation:
+    def refuse(_value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        raise UserError(reason)
+
+    return refuse
+
+
+LEGACY_KEYS: dict[str, Translation] = {
+    "evaluation_strategy": _rename("eval_strategy"),
+    "torch_dtype": _rename("dtype"),
+    "use_flash_attention_2": _flash_attention,
+    "preprocessing_num_workers": _rename("dataset_num_proc"),
+    "max_seq_length": _rename("max_length"),
+    "warmup_ratio": _warmup_ratio,
+    "hub_model_revision": _rename("hub_revision"),
+    "gradient_checkpointing": _rename("activation_checkpointing"),
+    "gradient_checkpointing_kwargs": _rename("activation_checkpointing_kwargs"),
+    "per_gpu_train_batch_size": _rename("per_device_train_batch_size"),
+    "per_gpu_eval_batch_size": _rename("per_device_eval_batch_size"),
+    "no_cuda": _rename("use_cpu"),
+    "rpo_alpha": _rpo_alpha,
+    "overwrite_output_dir": _dropped("removed; pass --force to replace an existing output directory"),
+    "max_completion_length": _dropped(
+        "removed; TRL now truncates prompt+completion together at max_length (prompts first by max_prompt_length)"
+    ),
+    "max_target_length": _dropped("removed; TRL now truncates prompt+completion together at max_length"),
+    "generate_during_eval": _dropped("removed; TRL 1.x no longer samples completions during evaluation"),
+    "is_encoder_decoder": _dropped("removed; TRL reads it from the model config"),
+    "padding_value": _dropped("removed; the tokenizer's pad token is used"),
+    "label_pad_token_id": _dropped("removed; TRL masks padding with the completion mask"),
+    "ref_model_init_kwargs": _dropped("removed; the reference model is loaded with model_init_kwargs"),
+    "reference_free": _refused(
+        "'reference_free' is not supported by TRL 1.16's DPOTrainer: remove it from the recipe "
+        "(or write a reference-free loss and set loss_type: module:function)"
+    ),
+}
+
+# Nested in the pre-2025 `dataset_mixer` form; translated by `_translate_mixer`.
+LEGACY_DATA_KEYS = {"dataset_mixer", "dataset_splits", "dataset_configs"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _training_config_class(task: str) -> type:
+    if task == "align":
+        from trl import DPOConfig
+
+        return DPOConfig
+    from trl import SFTConfig
+
+    return SFTConfig
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def valid_keys(task: str) -> tuple[set[str], set[str]]:
+    """(ModelConfig keys, trainer-config keys) for a task."""
+    from trl import ModelConfig
+
+    model_keys = _field_names(ModelConfig)
+    return model_keys, _field_names(_training_config_class(task)) - model_keys
+
+
+def suggest(key: str, candidates: set[str] | list[str]) -> str:
+    """' — did you mean 'x'?' or '' when nothing is close."""
+    match = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads `5e-7` (no dot) as a string; recipes and --set mean the number."""
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=1' -> (['a', 'b'], 1). Values are YAML, so `--set lr=5e-7` is a float and `--set x=[a,b]` a list."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set learning_rate=5e-7")
+    try:
+        parsed = _numbers(yaml.safe_load(value)) if value.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"--set {key}: {value!r} is not valid YAML; quote it, e.g. --set {key}='\"...\"'") from None
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: '{part}' is not a mapping in the recipe; set it as a whole")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"recipe {path} not found; pass the path of a YAML recipe, e.g. recipes/tiny-align.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise UserError(f"{path.name}: invalid YAML{line}; fix the syntax and retry") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path.name}: a recipe is a mapping of keys to values, got {type(raw).__name__}")
+    return _numbers(raw)
+
+
+def _translate_legacy(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    messages: list[str] = []
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        translate = LEGACY_KEYS.get(key)
+        if translate is None:
+            out.setdefault(key, value)
+            continue
+        new, what = translate(value, raw)
+        for new_key in new:
+            if new_key in raw and new_key not in ("loss_type", "loss_weights"):
+                raise UserError(f"{source}: both '{key}' (legacy) and '{new_key}' are set; keep only '{new_key}'")
+        out.update(new)
+        messages.append(f"{source}: '{key}' {what}")
+    out = _translate_mixer(out, source, messages)
+    return out, messages
+
+
+def _translate_mixer(raw: dict[str, Any], source: str, messages: list[str]) -> dict[str, Any]:
+    """The 2024 `dataset_mixer: {id: fraction}` + `dataset_splits` form, as a `dataset_mixture`."""
+    if not LEGACY_DATA_KEYS & raw.keys():
+        return raw
+    if "dataset_mixer" not in raw:
+        stray = sorted(LEGACY_DATA_KEYS & raw.keys())
+        raise UserError(f"{source}: {', '.join(stray)} only work together with 'dataset_mixer'; add it or remove them")
+    if "dataset_mixture" in raw:
+        raise UserError(f"{source}: set either 'dataset_mixer' (2024 form) or 'dataset_mixture', not both")
+    mixer = raw.pop("dataset_mixer")
+    splits = raw.pop("dataset_splits", None) or ["train", "test"]
+    configs = raw.pop("dataset_configs", None)
+    if not isinstance(mixer, dict) or not mixer:
+        raise UserError(
+            f"{source}: 'dataset_mixer' must map dataset ids to fractions, e.g. {{argilla/dpo-mix-7k: 1.0}}"
+        )
+    if isinstance(splits, str):
+        splits = [splits]
+    if configs is not None and len(configs) != len(mixer):
+        raise UserError(f"{source}: 'dataset_configs' needs one entry per dataset in 'dataset_mixer'")
+    train, test = [], []
+    for index, (dataset_id, fraction) in enumerate(mixer.items()):
+        config = configs[index] if configs else None
+        for split in splits:
+            entry = {"id": dataset_id, "config": config, "split": split}
+            if "train" in split:
+                # The 2024 handbook subsampled training splits only; test splits were always used whole.
+                train.append({**entry, "weight": fraction})
+            elif "test" in split:
+                test.append(entry)
+            else:
+                raise UserError(f"{source}: split '{split}' in 'dataset_splits' is neither a train nor a test split")
+    mixture: dict[str, Any] = {"datasets": train}
+    if test:
+        mixture["eval_datasets"] = test
+    raw["dataset_mixture"] = mixture
+    messages.append(
+        f"{source}: 'dataset_mixer' + 'dataset_splits' (2024 form) read as a dataset_mixture of "
+        f"{len(train)} train and {len(test)} eval split(s)"
+    )
+    return raw
+
+
+def looks_local(value: str) -> bool:
+    """A path, not a Hub id: Hub ids are `name` or `org/name`, never starting with '.', '/' or '~'."""
+    return value.startswith((".", "/", "~")) or value.count("/") > 1
+
+
+def _resolve_path(key: str, value: Any, recipe: Path) -> Any:
+    """Relative local paths work from the current directory or, failing that, from the recipe's."""
+    if not isinstance(value, str) or Path(value).expanduser().exists():
+        return value
+    beside = recipe.parent / value
+    if not Path(value).is_absolute() and beside.exists():
+        return str(beside.resolve())
+    if looks_local(value):
+        raise UserError(
+            f"{recipe.name}: {key} '{value}' is not a directory here or beside the recipe; "
+            "fix the path (the tiny demo model is built by `make demo`)"
+        )
+    return value
+
+
+def load_recipe(
+    path: Path,
+    task: str,
+    *,
+    overrides: list[str] | None = None,
+    output_dir: Path | None = None,
+    quiet: bool = False,
+) -> Recipe:
+    """Load, override, translate, validate and route a recipe. Raises UserError before any work."""
+    path = Path(path)
+    raw = apply_overrides(load_yaml(path), list(overrides or []))
+    raw, messages = _translate_legacy(raw, path.name)
+    if output_dir is not None:
+        raw["output_dir"] = str(output_dir)
+
+    model_keys, training_keys = valid_keys(task)
+    project_keys = PROJECT_KEYS[task]
+    known = model_keys | training_keys | project_keys | DATA_KEYS | set(LEGACY_KEYS)
+    for key in raw:
+        if key not in known:
+            raise UserError(
+                f"{path.name}: unknown key '{key}'{suggest(key, known)} "
+                "(fix or remove it; `--dry-run` checks a recipe without training)"
+            )
+    if not raw.get("model_name_or_path"):
+        raise UserError(f"{path.name}: 'model_name_or_path' is missing; name a Hub model id or a local directory")
+
+    for key in PATH_KEYS:
+        if key in raw:
+            raw[key] = _resolve_path(key, raw[key], path)
+
+    model = {k: v for k, v in raw.items() if k in model_keys}
+    training = {k: v for k, v in raw.items() if k in training_keys}
+    extras = {k: v for k, v in raw.items() if k in project_keys}
+    data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path, recipe_dir=path.parent)
+    training.setdefault("output_dir", f"outputs/{path.stem}")
+    raw["output_dir"] = training["output_dir"]
+
+    if not quiet:
+        for message in messages:
+            notice(message)
+    recipe = Recipe(path, task, model, training, data, extras, raw, messages)
+    _check_consistency(recipe)
+    return recipe
+
+
+def _check_consistency(recipe: Recipe) -> None:
+    name = recipe.path.name
+    eval_strategy = str(recipe.training.get("eval_strategy", "no"))
+    if eval_strategy != "no" and not recipe.data.has_eval:
+        raise UserError(
+            f"{name}: eval_strategy is '{eval_strategy}' but the recipe has no eval data; "
+            "add dataset_mixture.test_split_size or a test split, or set eval_strategy: 'no'"
+        )
+    max_prompt = recipe.extras.get("max_prompt_length")
+    max_length = recipe.training.get("max_length", 1024)
+    if max_prompt is not None:
+        if not isinstance(max_prompt, int) or max_prompt <= 0:
+            raise UserError(f"{name}: max_prompt_length must be a positive integer, got {max_prompt!r}")
+        if max_length is not None and max_prompt >= max_length:
+            raise UserError(
+                f"{name}: max_prompt_length ({max_prompt}) must be below max_length ({max_length}) "
+                "to leave room for the completion"
+            )
+    if recipe.model.get("use_peft") is False and any(
+        k.startswith("lora_") for k in recipe.model if recipe.model[k] is not None
+    ):
+        warn(f"{name}: lora_* keys are set but use_peft is false; they have no effect")
+
+
+def check_no_accelerator(recipe: Recipe) -> bool:
+    """On a machine without GPU/XPU/MPS, train in float32 on the CPU and say so. Returns True on CPU."""
+    import torch
+
+    has_accelerator = (
+        torch.cuda.is_available()
+        or (hasattr(torch, "xpu") and torch.xpu.is_available())
+        or torch.backends.mps.is_available()
+    )
+    if has_accelerator:
+        return False
+    changed = [k for k in ("bf16", "fp16") if recipe.training.get(k)]
+    for key in ("bf16", "fp16"):
+        recipe.training[key] = False
+    recipe.training["use_cpu"] = True
+    dtype = recipe.model.get("dtype")
+    if dtype not in (None, "float32", "auto"):
+        changed.append(f"dtype {dtype}")
+    recipe.model["dtype"] = "float32"
+    extra = f" ({', '.join(changed)} turned off)" if changed else ""
+    notice(f"no GPU found: training on the CPU in float32{extra}")
+    return True
+
+
+def dump_resolved(resolved: dict[str, Any]) -> str:
+    """The recipe as it was run (translated keys, overrides, data as a dataset_mixture), as YAML."""
+    return yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
