@@ -1,0 +1,42 @@
+"""Outputs are built under a temporary name beside their destination and renamed into place when complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from discopop_cli.errors import UserError
+
+
+def check_destination(path: Path, *, force: bool, what: str = "output directory") -> None:
+    """Refuse to replace an existing, non-empty output unless --force."""
+    if path.is_file() and not path.is_dir() and what == "output directory":
+        raise UserError(f"{what} {path} is a file; choose another path with --output-dir")
+    exists = path.exists() and (path.is_file() or any(path.iterdir()))
+    if exists and not force:
+        raise UserError(f"{what} {path} already exists; pass --force to replace it or choose another path")
+
+
+def staging_dir(destination: Path) -> Path:
+    """A fresh directory beside `destination`, on the same filesystem so the final rename is atomic."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = destination.parent / f".{destination.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def promote(staging: Path, destination: Path) -> None:
+    """Move a completed staging directory into place, replacing what --force allowed to replace."""
+    if destination.exists():
+        retired = destination.parent / f".{destination.name}.old-{os.getpid()}"
+        destination.rename(retired)
+        staging.rename(destination)
+        if retired.is_dir():
+            shutil.rmtree(retired)
+        else:
+            retired.unlink()
+    else:
+        staging.rename(destination)
