@@ -104,7 +104,7 @@ def test_existing_output_needs_force(tmp_path: Path, tiny_model_dir: Path, tiny_
 # --------------------------------------------------------------------------------------------------------------
 # The injection, batch by batch.
 
-SEED_CARD_LOSS = '''
+SEED_CARD_LOSS = """
 import torch
 import torch.nn.functional as F
 
@@ -119,7 +119,7 @@ def log_ratio_modulated_loss(
     logistic_component = -F.logsigmoid(self.beta * logits)
     exp_component = torch.exp(-self.beta * logits)
     return logistic_component * (1 - log_ratio_modulation) + exp_component * log_ratio_modulation
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +237,18 @@ def test_max_prompt_length_keeps_bos_and_prompt_end(tiny_model_dir: Path, tmp_pa
     assert len(example["prompt_ids"]) == 32
     assert example["prompt_ids"][0] == tokenizer.bos_token_id
     assert tokenizer.decode(example["prompt_ids"]).rstrip().endswith("assistant")
+
+
+def test_demo_recipe_learns_the_preferences(repo_root: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """The demo's recipe, as shipped: DiscoPOP must separate chosen from rejected on held-out pairs."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        ["align", str(repo_root / "recipes/tiny-align.yaml"), "--set", f"model_name_or_path={tiny_model_dir}"],
+    )
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "outputs/tiny-align/trainer_state.json").read_text())
+    evals = [e for e in state["log_history"] if "eval_rewards/accuracies" in e]
+    assert len(evals) == 3  # one per epoch
+    assert evals[-1]["eval_rewards/accuracies"] >= 0.75
+    assert evals[-1]["eval_rewards/margins"] > evals[0]["eval_rewards/margins"] > 0

@@ -53,9 +53,9 @@ def write_files(folder: Path) -> dict[str, Path]:
     paths["parquet"] = folder / "pairs.parquet"
     pd.DataFrame(PAIRS).to_parquet(paths["parquet"])
     paths["csv"] = folder / "pairs.csv"
-    pd.DataFrame(
-        [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(20)]
-    ).to_csv(paths["csv"], index=False)
+    pd.DataFrame([{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(20)]).to_csv(
+        paths["csv"], index=False
+    )
     return paths
 
 
