@@ -414,6 +414,10 @@ def check_no_accelerator(recipe: Recipe) -> bool:
     return True
 
 
+SECRET_KEYS = {"hub_token", "trackio_token", "wandb_api_key"}
+
+
 def dump_resolved(resolved: dict[str, Any]) -> str:
-    """The recipe as it was run (translated keys, overrides, data as a dataset_mixture), as YAML."""
-    return yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
+    """The recipe as it was run (translated keys, overrides, data as a dataset_mixture), as YAML, minus secrets."""
+    public = {k: v for k, v in resolved.items() if k not in SECRET_KEYS}
+    return yaml.safe_dump(public, sort_keys=False, allow_unicode=True)

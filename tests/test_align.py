@@ -252,3 +252,41 @@ def test_demo_recipe_learns_the_preferences(repo_root: Path, tiny_model_dir: Pat
     assert len(evals) == 3  # one per epoch
     assert evals[-1]["eval_rewards/accuracies"] >= 0.75
     assert evals[-1]["eval_rewards/margins"] > evals[0]["eval_rewards/margins"] > 0
+
+
+def test_lora_align_uses_the_disabled_adapter_as_reference(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset_path: Path
+) -> None:
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        tiny_dataset_path,
+        use_peft=True,
+        lora_r=8,
+        lora_alpha=16,
+        lora_target_modules=["q_proj", "v_proj"],
+        max_steps=2,
+        eval_strategy="no",
+        hub_token="hf_secret_value",
+    )
+    result = runner.invoke(app, ["align", str(recipe)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "aligned"
+    assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
+    first = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
+    # LoRA starts as the identity, so on the first step policy and reference agree exactly.
+    assert first["rewards/chosen"] == 0 and first["rewards/rejected"] == 0
+    assert "library_name: peft" in (out / "README.md").read_text()
+    # Secrets from the recipe never reach the written recipe.
+    assert "hf_secret_value" not in (out / "recipe.yaml").read_text()
+
+
+def test_unsupported_trl_is_refused_with_the_range(monkeypatch) -> None:
+    import trl
+
+    from discopop_cli.errors import UserError
+    from discopop_cli.trainer import check_trl
+
+    monkeypatch.setattr(trl, "__version__", "1.15.2")
+    with pytest.raises(UserError, match=r"TRL 1.15.2 is installed .* supports trl>=1.16,<1.17"):
+        check_trl()
