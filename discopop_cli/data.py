@@ -180,10 +180,9 @@ def _load_local_dir(path: Path, spec: DatasetSpec) -> Any:
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         loaded = load_from_disk(str(path))
         if isinstance(loaded, DatasetDict):
-            base = _split_base(spec.split)
-            if base not in loaded:
-                raise UserError(f"dataset {spec.id} has no split '{base}'; it has {sorted(loaded)}")
-            return loaded[base] if base == spec.split else load_from_disk(str(path / base))
+            if spec.split not in loaded:
+                raise UserError(f"dataset {spec.id} has no split '{spec.split}'; it has {sorted(loaded)}")
+            return loaded[spec.split]
         return loaded
     return load_dataset(str(path), spec.config, split=spec.split)
 

@@ -254,3 +254,30 @@ def test_dry_run_counts_local_rows_and_writes_nothing(tmp_path: Path, model_dir:
     assert result.output.count("(20 rows") == 2
     assert "4 per device x 2 accumulation x 1 process(es) = 8 global" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "recipe.yaml"])
+
+
+def test_saved_to_disk_directory_splits(tmp_path: Path, model_dir: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_list(PAIRS), "test": Dataset.from_list(PAIRS[:3])}).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    recipe_path = write_recipe(
+        tmp_path,
+        {
+            "model_name_or_path": str(model_dir),
+            "dataset_mixture": {
+                "datasets": [{"id": "saved", "split": "train"}],
+                "eval_datasets": [{"id": "saved", "split": "test"}],
+            },
+            "eval_strategy": "epoch",
+        },
+    )
+    train, evaluation = load_datasets(load_recipe(recipe_path, "align").data, with_eval=True)
+    assert (len(train), len(evaluation)) == (20, 3)
+    bad = write_recipe(
+        tmp_path,
+        {"model_name_or_path": str(model_dir), "dataset_mixture": {"datasets": [{"id": "saved", "split": "dev"}]}},
+    )
+    with pytest.raises(UserError, match="has no split 'dev'; it has \\['test', 'train'\\]"):
+        load_datasets(load_recipe(bad, "align").data, with_eval=False)
