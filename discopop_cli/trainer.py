@@ -8,7 +8,7 @@ and adds the registry losses to the loss TRL returns:
   policy's sequence log-probabilities exactly as TRL sums them;
 - the reference log-probabilities come from TRL's own `compute_ref_log_probs` (reference model, or the PEFT
   model with its adapter disabled) and are handed to TRL as if precomputed, so they are computed once;
-- when only registry losses are asked for, TRL computes its `sigmoid` loss with weight 0.
+- when only registry losses are asked for, TRL computes its `sigmoid` loss with weight 0 (`LossPlan.for_trl`).
 
 The loss names TRL already knows (other than `discopop`, whose literal form overflows) stay TRL's.
 """
@@ -41,12 +41,17 @@ class LossPlan:
     trl_weights: list[float]
     registry: list[PlannedLoss]
 
+    def for_trl(self) -> tuple[list[str], list[float]]:
+        """TRL's `loss_types`/`loss_weights`. TRL always runs its loss loop; with only registry losses, a
+        zero-weighted sigmoid keeps it a no-op."""
+        if not self.trl_types:
+            return ["sigmoid"], [0.0]
+        return list(self.trl_types), list(self.trl_weights)
+
     def describe(self) -> list[tuple[str, float, dict[str, Any], str]]:
         """(name, weight, params, who computes it) per loss, for tables and cards."""
         rows = [(p.name, p.weight, p.params, "discopop-cli") for p in self.registry]
-        rows += [
-            (n, w, {}, "TRL") for n, w in zip(self.trl_types, self.trl_weights, strict=True) if w or n != "sigmoid"
-        ]
+        rows += [(n, w, {}, "TRL") for n, w in zip(self.trl_types, self.trl_weights, strict=True)]
         return rows
 
 
@@ -114,9 +119,6 @@ def plan_losses(
             f"loss_kwargs {unused} match no parameter of the losses {names}; "
             "run `discopop losses` to see each loss's parameters"
         )
-    if not plan.trl_types:
-        # TRL still runs its loss loop; a zero-weighted sigmoid keeps it a no-op.
-        plan.trl_types, plan.trl_weights = ["sigmoid"], [0.0]
     return plan
 
 
@@ -166,8 +168,7 @@ def build_trainer_class() -> type:
             self.max_prompt_length = max_prompt_length
             self.prompts_truncated = 0
             super().__init__(*args, **kwargs)
-            self.loss_types = list(loss_plan.trl_types)
-            self.loss_weights = list(loss_plan.trl_weights)
+            self.loss_types, self.loss_weights = loss_plan.for_trl()
 
         # -- max_prompt_length: the pre-0.20 TRL behaviour the 2024 recipes were tuned with -------------------
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # noqa: ANN001, ANN202

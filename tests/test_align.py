@@ -154,7 +154,7 @@ def trainer(tiny_model_dir: Path, tiny_dataset_path: Path, tmp_path_factory: pyt
 def loss_with(trainer, batch, plan: LossPlan, ref_chosen: float) -> float:
     """The trainer's loss on one pair with the given plan and a chosen reference log-prob that moves x."""
     trainer.loss_plan = plan
-    trainer.loss_types, trainer.loss_weights = list(plan.trl_types), list(plan.trl_weights)
+    trainer.loss_types, trainer.loss_weights = plan.for_trl()
     inputs = {**batch, "ref_chosen_logps": torch.tensor([ref_chosen]), "ref_rejected_logps": torch.tensor([0.0])}
     trainer.precompute_ref_logps = True
     try:
