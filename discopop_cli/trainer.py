@@ -98,10 +98,10 @@ def plan_losses(
             plan.trl_types.append(name)
             plan.trl_weights.append(float(weight))
             continue
-        fn = losses.get_loss(name)
-        params = _loss_parameters(fn)
+        spec = losses.get_spec(name)
+        fn = spec.fn
         values = {}
-        for param, default in params.items():
+        for param, default in spec.params.items():
             if param in loss_kwargs:
                 values[param] = loss_kwargs[param]
                 used_kwargs.add(param)
@@ -120,15 +120,6 @@ def plan_losses(
             "run `discopop losses` to see each loss's parameters"
         )
     return plan
-
-
-def _loss_parameters(fn: Any) -> dict[str, Any]:
-    signature = inspect.signature(fn)
-    return {
-        name: (p.default if p.default is not inspect.Parameter.empty else None)
-        for name, p in signature.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "beta"
-    }
 
 
 def _takes_var_kwargs(fn: Any) -> bool:
