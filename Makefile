@@ -31,9 +31,11 @@ format: install
 test: lint
 	$(VENV)/bin/pytest -q
 
+# The zephyr-7b-gemma pipeline in miniature: SFT of the tiny model, then DiscoPOP alignment of the SFT model.
 demo: install
 	$(PY) -m discopop_cli.tiny $(TINY_MODEL) --force
-	$(VENV)/bin/discopop align recipes/tiny-align.yaml --force
+	$(VENV)/bin/discopop sft recipes/tiny-sft.yaml --force
+	$(VENV)/bin/discopop align recipes/tiny-align.yaml --set model_name_or_path=outputs/tiny-sft --force
 
 clean:
 	rm -rf build outputs .pytest_cache .ruff_cache

@@ -46,8 +46,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def results_table(log_history: list[dict[str, Any]]) -> list[str]:
-    """Rows of the training results table: eval rows (with the last train loss) or, without eval, train rows."""
+def results_table(log_history: list[dict[str, Any]], columns: list[tuple[str, str]] | None = None) -> list[str]:
+    """Rows of the training results table: eval rows (with the last train loss) or, without eval, train rows.
+
+    `columns` are (log-history key, title) pairs after loss, epoch and step; the default is DPO's.
+    """
+    columns = _RESULT_COLUMNS if columns is None else columns
     train_loss = None
     evals = []
     trains = []
@@ -58,7 +62,7 @@ def results_table(log_history: list[dict[str, Any]]) -> list[str]:
         if "eval_loss" in entry:
             evals.append({**entry, "train_loss": train_loss})
     if evals:
-        header = ["Training Loss", "Epoch", "Step", "Validation Loss"] + [t for _, t in _RESULT_COLUMNS]
+        header = ["Training Loss", "Epoch", "Step", "Validation Loss"] + [t for _, t in columns]
         rows = [
             [
                 _fmt(e["train_loss"]) if e["train_loss"] is not None else "No log",
@@ -66,14 +70,14 @@ def results_table(log_history: list[dict[str, Any]]) -> list[str]:
                 str(e.get("step", "")),
                 _fmt(e["eval_loss"]),
             ]
-            + [_fmt(e.get(f"eval_{k}", "")) for k, _ in _RESULT_COLUMNS]
+            + [_fmt(e.get(f"eval_{k}", "")) for k, _ in columns]
             for e in evals
         ]
     else:
-        header = ["Training Loss", "Epoch", "Step"] + [t for _, t in _RESULT_COLUMNS]
+        header = ["Training Loss", "Epoch", "Step"] + [t for _, t in columns]
         rows = [
             [_fmt(e["loss"]), _fmt(e.get("epoch", "")), str(e.get("step", ""))]
-            + [_fmt(e.get(k, "")) for k, _ in _RESULT_COLUMNS]
+            + [_fmt(e.get(k, "")) for k, _ in columns]
             for e in trains
         ]
     if not rows:
@@ -94,15 +98,19 @@ def render_card(
     log_history: list[dict[str, Any]],
     is_gemma: bool,
     peft: bool = False,
+    task_tag: str = "dpo",
+    result_columns: list[tuple[str, str]] | None = None,
+    notes: list[str] | None = None,
 ) -> str:
     """The README.md written beside a trained model.
 
-    `losses` items carry name, weight, formula, params and who computes it (discopop-cli or TRL).
+    `losses` items carry name, weight, formula, params and who computes it (discopop-cli or TRL); `notes` are
+    things a user of the model must know (e.g. tokens added to the tokenizer).
     """
     front = {
         "base_model": base_model,
         "library_name": "peft" if peft else "transformers",
-        "tags": ["discopop-cli", "trl", "dpo", *sorted({item["name"] for item in losses})],
+        "tags": ["discopop-cli", "trl", task_tag, *sorted({item["name"] for item in losses})],
         "datasets": datasets,
     }
     if is_gemma:
@@ -124,7 +132,9 @@ def render_card(
         lines.append("")
     lines += ["## Training hyperparameters", "", "The following hyperparameters were used during training:"]
     lines += [f"- {name}: {value}" for name, value in hyperparameters]
-    lines += ["", "## Training results", "", *results_table(log_history), ""]
+    lines += ["", "## Training results", "", *results_table(log_history, result_columns), ""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     lines += ["## Framework versions", ""]
     lines += [f"- {name} {version}" for name, version in framework_versions()]
     if is_gemma:

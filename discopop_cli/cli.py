@@ -93,6 +93,20 @@ def align(
 
 
 @app.command()
+def sft(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (alignment-handbook style).")],
+    set_: SetOption = None,
+    output_dir: OutputDirOption = None,
+    dry_run: DryRunOption = False,
+    force: ForceOption = False,
+) -> None:
+    """Supervised fine-tuning through TRL's SFTTrainer; chat-template tokens the vocabulary lacks are added."""
+    from discopop_cli.sft import run_sft
+
+    run_sft(recipe, overrides=set_ or [], output_dir=output_dir, dry_run=dry_run, force=force)
+
+
+@app.command()
 def losses(
     names: Annotated[list[str] | None, typer.Argument(help="Losses to plot (default: the paper's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,

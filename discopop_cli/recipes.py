@@ -1,8 +1,8 @@
 """Recipes: alignment-handbook YAML in, TRL configuration out.
 
 One place owns everything a recipe can say: loading the YAML, `--set` overrides, translating the keys of
-2024-era handbook recipes, refusing unknown keys with a did-you-mean, and routing each key to TRL's
-`ModelConfig`, the trainer config (`DPOConfig` / `SFTConfig`) or the data options.
+2024-era handbook recipes (the table is in legacy.py), refusing unknown keys with a did-you-mean, and routing
+each key to TRL's `ModelConfig`, the trainer config (`DPOConfig` / `SFTConfig`) or the data options.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import yaml
 from discopop_cli.console import notice, warn
 from discopop_cli.data import DATA_KEYS, DataSpec, parse_data_spec
 from discopop_cli.errors import UserError
+from discopop_cli.legacy import translate_legacy
 
 # Keys the project itself implements on top of TRL, per command.
 PROJECT_KEYS: dict[str, set[str]] = {
@@ -70,87 +70,6 @@ class Recipe:
             return ModelConfig(**self.model)
         except (ValueError, TypeError) as exc:
             raise UserError(f"{self.path.name}: {exc}") from None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Legacy keys of 2024 handbook recipes (transformers 4.x, TRL < 0.20). Each translation returns the new
-# key/value pairs to merge and says what it did; nothing is dropped without a line saying so.
-
-Translation = Callable[[Any, dict[str, Any]], tuple[dict[str, Any], str]]
-
-
-def _rename(new: str) -> Translation:
-    return lambda value, _raw: ({new: value}, f"renamed to '{new}'")
-
-
-def _flash_attention(value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    if value:
-        return {"attn_implementation": "flash_attention_2"}, "now 'attn_implementation: flash_attention_2'"
-    return {}, "false is the default now (transformers picks sdpa/eager); removed"
-
-
-def _warmup_ratio(value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    return {"warmup_steps": value}, f"now 'warmup_steps: {value}' (a value below 1 is a ratio in transformers 5)"
-
-
-def _rpo_alpha(value: Any, raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    if value is None:
-        return {}, "null; removed"
-    losses = raw.get("loss_type", "sigmoid")
-    losses = [losses] if isinstance(losses, str) else list(losses)
-    weights = list(raw.get("loss_weights") or [1.0] * len(losses))
-    return (
-        {"loss_type": [*losses, "sft"], "loss_weights": [*weights, float(value)]},
-        f"now an added 'sft' loss with weight {value} (TRL's loss_type list)",
-    )
-
-
-def _dropped(reason: str) -> Translation:
-    return lambda _value, _raw: ({}, reason)
-
-
-def _refused(reason: str) -> Translation:
-    def refuse(_value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        raise UserError(reason)
-
-    return refuse
-
-
-LEGACY_KEYS: dict[str, Translation] = {
-    "evaluation_strategy": _rename("eval_strategy"),
-    "torch_dtype": _rename("dtype"),
-    "use_flash_attention_2": _flash_attention,
-    "preprocessing_num_workers": _rename("dataset_num_proc"),
-    "max_seq_length": _rename("max_length"),
-    "warmup_ratio": _warmup_ratio,
-    "hub_model_revision": _rename("hub_revision"),
-    "gradient_checkpointing": _rename("activation_checkpointing"),
-    "gradient_checkpointing_kwargs": _rename("activation_checkpointing_kwargs"),
-    "per_gpu_train_batch_size": _rename("per_device_train_batch_size"),
-    "per_gpu_eval_batch_size": _rename("per_device_eval_batch_size"),
-    "no_cuda": _rename("use_cpu"),
-    "rpo_alpha": _rpo_alpha,
-    "overwrite_output_dir": _dropped("removed; pass --force to replace an existing output directory"),
-    "max_completion_length": _dropped(
-        "removed; TRL now truncates prompt+completion together at max_length (prompts first by max_prompt_length)"
-    ),
-    "max_target_length": _dropped("removed; TRL now truncates prompt+completion together at max_length"),
-    "generate_during_eval": _dropped("removed; TRL 1.x no longer samples completions during evaluation"),
-    "is_encoder_decoder": _dropped("removed; TRL reads it from the model config"),
-    "padding_value": _dropped("removed; the tokenizer's pad token is used"),
-    "label_pad_token_id": _dropped("removed; TRL masks padding with the completion mask"),
-    "ref_model_init_kwargs": _dropped("removed; the reference model is loaded with model_init_kwargs"),
-    "reference_free": _refused(
-        "'reference_free' is not supported by TRL 1.16's DPOTrainer: remove it from the recipe "
-        "(or write a reference-free loss and set loss_type: module:function)"
-    ),
-}
-
-# Nested in the pre-2025 `dataset_mixer` form; translated by `_translate_mixer`.
-LEGACY_DATA_KEYS = {"dataset_mixer", "dataset_splits", "dataset_configs"}
-
-
-# --------------------------------------------------------------------------------------------------------------
 
 
 def _training_config_class(task: str) -> type:
@@ -239,67 +158,6 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return _numbers(raw)
 
 
-def _translate_legacy(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
-    messages: list[str] = []
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        translate = LEGACY_KEYS.get(key)
-        if translate is None:
-            out.setdefault(key, value)
-            continue
-        new, what = translate(value, raw)
-        for new_key in new:
-            if new_key in raw and new_key not in ("loss_type", "loss_weights"):
-                raise UserError(f"{source}: both '{key}' (legacy) and '{new_key}' are set; keep only '{new_key}'")
-        out.update(new)
-        messages.append(f"{source}: '{key}' {what}")
-    out = _translate_mixer(out, source, messages)
-    return out, messages
-
-
-def _translate_mixer(raw: dict[str, Any], source: str, messages: list[str]) -> dict[str, Any]:
-    """The 2024 `dataset_mixer: {id: fraction}` + `dataset_splits` form, as a `dataset_mixture`."""
-    if not LEGACY_DATA_KEYS & raw.keys():
-        return raw
-    if "dataset_mixer" not in raw:
-        stray = sorted(LEGACY_DATA_KEYS & raw.keys())
-        raise UserError(f"{source}: {', '.join(stray)} only work together with 'dataset_mixer'; add it or remove them")
-    if "dataset_mixture" in raw:
-        raise UserError(f"{source}: set either 'dataset_mixer' (2024 form) or 'dataset_mixture', not both")
-    mixer = raw.pop("dataset_mixer")
-    splits = raw.pop("dataset_splits", None) or ["train", "test"]
-    configs = raw.pop("dataset_configs", None)
-    if not isinstance(mixer, dict) or not mixer:
-        raise UserError(
-            f"{source}: 'dataset_mixer' must map dataset ids to fractions, e.g. {{argilla/dpo-mix-7k: 1.0}}"
-        )
-    if isinstance(splits, str):
-        splits = [splits]
-    if configs is not None and len(configs) != len(mixer):
-        raise UserError(f"{source}: 'dataset_configs' needs one entry per dataset in 'dataset_mixer'")
-    train, test = [], []
-    for index, (dataset_id, fraction) in enumerate(mixer.items()):
-        config = configs[index] if configs else None
-        for split in splits:
-            entry = {"id": dataset_id, "config": config, "split": split}
-            if "train" in split:
-                # The 2024 handbook subsampled training splits only; test splits were always used whole.
-                train.append({**entry, "weight": fraction})
-            elif "test" in split:
-                test.append(entry)
-            else:
-                raise UserError(f"{source}: split '{split}' in 'dataset_splits' is neither a train nor a test split")
-    mixture: dict[str, Any] = {"datasets": train}
-    if test:
-        mixture["eval_datasets"] = test
-    raw["dataset_mixture"] = mixture
-    messages.append(
-        f"{source}: 'dataset_mixer' + 'dataset_splits' (2024 form) read as a dataset_mixture of "
-        f"{len(train)} train and {len(test)} eval split(s)"
-    )
-    return raw
-
-
 def looks_local(value: str) -> bool:
     """A path, not a Hub id: Hub ids are `name` or `org/name`, never starting with '.', '/' or '~'."""
     return value.startswith((".", "/", "~")) or value.count("/") > 1
@@ -331,13 +189,14 @@ def load_recipe(
     """Load, override, translate, validate and route a recipe. Raises UserError before any work."""
     path = Path(path)
     raw = apply_overrides(load_yaml(path), list(overrides or []))
-    raw, messages = _translate_legacy(raw, path.name)
+    raw, messages = translate_legacy(raw, path.name)
     if output_dir is not None:
         raw["output_dir"] = str(output_dir)
 
     model_keys, training_keys = valid_keys(task)
     project_keys = PROJECT_KEYS[task]
-    known = model_keys | training_keys | project_keys | DATA_KEYS | set(LEGACY_KEYS)
+    # Legacy keys are translated by now; one still here (e.g. dataset_kwargs in an align recipe) is not for this task.
+    known = model_keys | training_keys | project_keys | DATA_KEYS
     for key in raw:
         if key not in known:
             raise UserError(

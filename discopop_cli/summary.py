@@ -48,9 +48,10 @@ def card_losses(plan: Any, config: Any) -> list[dict[str, Any]]:
 
 def card_hyperparameters(config: Any, processes: int) -> list[tuple[str, Any]]:
     total = config.per_device_train_batch_size * config.gradient_accumulation_steps * processes
-    rows: list[tuple[str, Any]] = [
-        ("learning_rate", config.learning_rate),
-        ("beta", config.beta),
+    rows: list[tuple[str, Any]] = [("learning_rate", config.learning_rate)]
+    if hasattr(config, "beta"):  # preference optimisation only
+        rows.append(("beta", config.beta))
+    rows += [
         ("train_batch_size", config.per_device_train_batch_size),
         ("eval_batch_size", config.per_device_eval_batch_size),
         ("seed", config.seed),
@@ -68,6 +69,10 @@ def card_hyperparameters(config: Any, processes: int) -> list[tuple[str, Any]]:
     ]
     if config.max_steps and config.max_steps > 0:
         rows.append(("max_steps", config.max_steps))
+    if getattr(config, "packing", False):
+        rows.append(("packing", _value(config.packing_strategy)))
+    if getattr(config, "assistant_only_loss", False):
+        rows.append(("assistant_only_loss", True))
     return rows
 
 
@@ -76,7 +81,21 @@ def _value(option: Any) -> str:
     return str(getattr(option, "value", option))
 
 
-def print_recipe_table(recipe: Any, config: Any, plan: Any) -> None:
+def sft_loss_line(config: Any) -> str:
+    """Which tokens the SFT loss reads, as SFTConfig decides it."""
+    if config.assistant_only_loss:
+        where = "assistant turns only"
+    elif config.completion_only_loss is False:
+        where = "whole sequences"
+    elif config.completion_only_loss:
+        where = "completions only"
+    else:
+        where = "completions of prompt/completion data, whole conversations otherwise"
+    return f"{_value(config.loss_type)} on {where}"
+
+
+def print_recipe_table(recipe: Any, config: Any, plan: Any = None) -> None:
+    """The dry-run table; `plan` is align's loss plan (None for sft)."""
     from discopop_cli.data import count_rows
 
     table = Table(title=f"{recipe.path.name} ({recipe.task}, dry run: nothing trained or written)", show_lines=False)
@@ -99,7 +118,10 @@ def print_recipe_table(recipe: Any, config: Any, plan: Any) -> None:
     if recipe.extras.get("tokenizer_name_or_path"):
         row("tokenizer", str(recipe.extras["tokenizer_name_or_path"]))
     if recipe.extras.get("chat_template"):
-        row("chat template", "from the recipe")
+        from discopop_cli.chat_tokens import template_tokens
+
+        tokens = template_tokens(recipe.extras["chat_template"])
+        row("chat template", "from the recipe" + (f" (turn tokens {', '.join(tokens)})" if tokens else ""))
     for spec in recipe.data.train:
         rows = count_rows(spec)
         count = f"{rows} rows" if rows is not None else "Hub dataset, rows counted at load"
@@ -114,11 +136,16 @@ def print_recipe_table(recipe: Any, config: Any, plan: Any) -> None:
             row("eval data", f"test_split_size {recipe.data.test_split_size} of the training mixture")
     else:
         row("eval", "off (eval_strategy: no)")
-    for name, weight, params, source in plan.describe():
-        detail = ", ".join(f"{k}={v}" for k, v in params.items())
-        weight_text = f" x {weight}" if len(plan.describe()) > 1 else ""
-        row("loss", f"{name}{weight_text} [{source}]" + (f" ({detail})" if detail else ""))
-    row("beta", str(config.beta))
+    if plan is not None:
+        for name, weight, params, source in plan.describe():
+            detail = ", ".join(f"{k}={v}" for k, v in params.items())
+            weight_text = f" x {weight}" if len(plan.describe()) > 1 else ""
+            row("loss", f"{name}{weight_text} [{source}]" + (f" ({detail})" if detail else ""))
+        row("beta", str(config.beta))
+    else:
+        row("loss", sft_loss_line(config))
+        if config.packing:
+            row("packing", f"{_value(config.packing_strategy)} into blocks of max_length")
     row("batch", batch_line(config, process_count()))
     row(
         "schedule",

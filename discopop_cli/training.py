@@ -1,0 +1,143 @@
+"""What `discopop align` and `discopop sft` share once a recipe is validated.
+
+Loading the tokenizer and the model options, the staged output directory (built under a temporary name, renamed
+into place when complete), the files written beside a trained model, and the closing one-line report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from discopop_cli.console import notice, out
+from discopop_cli.errors import UserError
+
+
+def eval_enabled(config: Any) -> bool:
+    return str(config.eval_strategy) not in ("no", "IntervalStrategy.NO")
+
+
+def quiet_library_deprecations() -> None:
+    """TRL calls transformers' gradient_checkpointing_* aliases; their deprecation notes are not the user's to fix."""
+    warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6", category=FutureWarning)
+
+
+def show_dry_run(recipe: Any, config: Any, destination: Path, *, force: bool, loss_plan: Any = None) -> None:
+    """The resolved recipe as a table, and whether a real run could write its output."""
+    from discopop_cli.outputs import check_destination
+    from discopop_cli.summary import print_recipe_table
+
+    print_recipe_table(recipe, config, loss_plan)
+    try:
+        check_destination(destination, force=force)
+    except UserError as exc:
+        notice(f"a real run would stop here: {exc}")
+
+
+def load_tokenizer(recipe: Any, model_args: Any, config: Any) -> Any:
+    """The recipe's tokenizer (`tokenizer_name_or_path`, else the model's), with the recipe's chat template."""
+    from transformers import AutoTokenizer
+
+    name = recipe.extras.get("tokenizer_name_or_path") or model_args.model_name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, revision=model_args.model_revision, trust_remote_code=config.trust_remote_code
+        )
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"could not load the tokenizer of {name}: {first}") from None
+    if recipe.extras.get("chat_template"):
+        tokenizer.chat_template = recipe.extras["chat_template"]
+    if not tokenizer.chat_template:
+        notice(f"{name} has no chat template; conversational data needs one (set chat_template in the recipe)")
+    return tokenizer
+
+
+def model_init_kwargs(model_args: Any, config: Any) -> dict[str, Any]:
+    """`from_pretrained` options from ModelConfig, then the recipe's own `model_init_kwargs` on top."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": config.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        "use_safetensors": True,  # safe by default: never unpickle weights
+    }
+    kwargs.update(config.model_init_kwargs or {})
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def check_quantization(model_args: Any) -> None:
+    """QLoRA's 4-bit (and 8-bit) loading is bitsandbytes on a CUDA GPU; say so before any model is loaded."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return
+    import importlib.util
+
+    import torch
+
+    bits = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+    if not torch.cuda.is_available():
+        raise UserError(f"{bits} needs a CUDA GPU (bitsandbytes); remove it from the recipe to train unquantized here")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"{bits} needs bitsandbytes; run: pip install bitsandbytes")
+
+
+@contextlib.contextmanager
+def staged_output(destination: Path) -> Iterator[Path]:
+    """A staging directory for one run; on failure it is removed, unless it holds checkpoints worth resuming."""
+    from discopop_cli.outputs import staging_dir
+
+    staging = staging_dir(destination)
+    try:
+        yield staging
+    except BaseException:
+        if not any(staging.glob("checkpoint-*")):
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            notice(f"training stopped; checkpoints kept in {staging}")
+        raise
+
+
+def write_outputs(trainer: Any, recipe: Any, folder: Path, card: str) -> None:
+    """Model (safetensors) and tokenizer with its template, trainer_state.json, the resolved recipe, the card."""
+    from discopop_cli import recipes
+
+    trainer.save_model(str(folder))
+    # Trainer pickles its arguments; recipe.yaml says the same in a form that is safe to open.
+    (folder / "training_args.bin").unlink(missing_ok=True)
+    trainer.state.save_to_json(str(folder / "trainer_state.json"))
+    resolved = {**recipe.model, **recipe.training, **recipe.extras, "dataset_mixture": recipe.data.as_dict()}
+    resolved["output_dir"] = recipe.training.get("output_dir")
+    (folder / "recipe.yaml").write_text(recipes.dump_resolved(resolved), encoding="utf-8")
+    (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+def is_gemma(model: Any) -> bool:
+    return str(getattr(model.config, "model_type", "")).startswith("gemma")
+
+
+def report(
+    trainer: Any,
+    destination: Path,
+    seconds: float,
+    *,
+    verb: str,
+    metrics: list[tuple[str, str]],
+    from_first: bool = False,
+) -> None:
+    """'VERB: DIR (N steps in S s, last loss L, ...)' with the named metrics of the last logged training step.
+
+    `from_first` shows the loss as 'loss FIRST -> LAST', which is what tells a fine-tuning run worked.
+    """
+    history = [e for e in trainer.state.log_history if "loss" in e]
+    last = history[-1] if history else {}
+    parts = [f"{trainer.state.global_step} steps in {seconds:.0f} s"]
+    if from_first and len(history) > 1:
+        parts.append(f"loss {history[0]['loss']:.4f} -> {last['loss']:.4f}")
+    elif "loss" in last:
+        parts.append(f"last loss {last['loss']:.4f}")
+    parts += [f"{label} {last[key]:.4f}" for key, label in metrics if key in last]
+    out.print(f"[green]{verb}:[/] {destination} ({', '.join(parts)})", highlight=False, soft_wrap=True)
