@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from discopop_cli.console import notice
+from discopop_cli.launch import LaunchOptions, resolve_processes
 
 
 def run_align(
@@ -16,6 +17,7 @@ def run_align(
     output_dir: Path | None,
     dry_run: bool,
     force: bool,
+    launch: LaunchOptions | None = None,
 ) -> None:
     from discopop_cli import recipes, trainer
     from discopop_cli.outputs import check_destination
@@ -23,6 +25,7 @@ def run_align(
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
     recipe = recipes.load_recipe(recipe_path, "align", overrides=overrides, output_dir=output_dir)
+    processes = resolve_processes(recipe.training, launch)
     loss_plan = trainer.plan_losses(
         recipe.training.get("loss_type"),
         recipe.training.get("loss_weights"),
@@ -38,7 +41,7 @@ def run_align(
     if dry_run:
         from discopop_cli.training import show_dry_run
 
-        show_dry_run(recipe, config, destination, force=force, loss_plan=loss_plan)
+        show_dry_run(recipe, config, destination, force=force, processes=processes, loss_plan=loss_plan)
         return
     check_destination(destination, force=force)
     _train(recipe, config, model_args, loss_plan, destination)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from discopop_cli import __version__
 from discopop_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from discopop_cli.launch import LaunchOptions
 
 
 class _Group(TyperGroup):
@@ -78,6 +81,65 @@ DryRunOption = Annotated[
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")]
 
 
+_SCALE = "Scaling out (accelerate)"
+AccelerateConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--accelerate-config",
+        help="Re-launch under `accelerate launch` with a bundled config (ddp, fsdp, zero3) or your YAML.",
+        rich_help_panel=_SCALE,
+    ),
+]
+NumProcessesOption = Annotated[
+    int | None,
+    typer.Option("--num-processes", help="Processes on all machines together (e.g. GPUs).", rich_help_panel=_SCALE),
+]
+NumMachinesOption = Annotated[int, typer.Option("--num-machines", help="Machines taking part.", rich_help_panel=_SCALE)]
+MachineRankOption = Annotated[
+    int, typer.Option("--machine-rank", help="This machine's rank, 0 for the main one.", rich_help_panel=_SCALE)
+]
+MainIpOption = Annotated[
+    str | None, typer.Option("--main-process-ip", help="Address of machine rank 0.", rich_help_panel=_SCALE)
+]
+MainPortOption = Annotated[
+    int | None, typer.Option("--main-process-port", help="Port on machine rank 0.", rich_help_panel=_SCALE)
+]
+GlobalBatchOption = Annotated[
+    int | None,
+    typer.Option(
+        "--global-batch-size",
+        help="Set gradient accumulation so per-device x processes x accumulation equals this.",
+        rich_help_panel=_SCALE,
+    ),
+]
+
+
+def _train_command(
+    command: str,
+    recipe: Path,
+    overrides: list[str],
+    output_dir: Path | None,
+    dry_run: bool,
+    force: bool,
+    options: LaunchOptions,
+) -> None:
+    """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
+    from discopop_cli import launch
+
+    options.validate()
+    if options.wants_launch and not dry_run:
+        child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size)
+        code = launch.launch(command, child, options)
+        if code:
+            raise typer.Exit(code)
+        return
+    if command == "align":
+        from discopop_cli.align import run_align as run
+    else:
+        from discopop_cli.sft import run_sft as run
+    run(recipe, overrides=overrides, output_dir=output_dir, dry_run=dry_run, force=force, launch=options)
+
+
 @app.command()
 def align(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (alignment-handbook style).")],
@@ -85,11 +147,27 @@ def align(
     output_dir: OutputDirOption = None,
     dry_run: DryRunOption = False,
     force: ForceOption = False,
+    accelerate_config: AccelerateConfigOption = None,
+    num_processes: NumProcessesOption = None,
+    num_machines: NumMachinesOption = 1,
+    machine_rank: MachineRankOption = 0,
+    main_process_ip: MainIpOption = None,
+    main_process_port: MainPortOption = None,
+    global_batch_size: GlobalBatchOption = None,
 ) -> None:
     """Preference-optimise a model with the DiscoPOP loss family through TRL's DPOTrainer."""
-    from discopop_cli.align import run_align
+    from discopop_cli.launch import LaunchOptions
 
-    run_align(recipe, overrides=set_ or [], output_dir=output_dir, dry_run=dry_run, force=force)
+    options = LaunchOptions(
+        accelerate_config,
+        num_processes,
+        num_machines,
+        machine_rank,
+        main_process_ip,
+        main_process_port,
+        global_batch_size,
+    )
+    _train_command("align", recipe, set_ or [], output_dir, dry_run, force, options)
 
 
 @app.command()
@@ -99,11 +177,27 @@ def sft(
     output_dir: OutputDirOption = None,
     dry_run: DryRunOption = False,
     force: ForceOption = False,
+    accelerate_config: AccelerateConfigOption = None,
+    num_processes: NumProcessesOption = None,
+    num_machines: NumMachinesOption = 1,
+    machine_rank: MachineRankOption = 0,
+    main_process_ip: MainIpOption = None,
+    main_process_port: MainPortOption = None,
+    global_batch_size: GlobalBatchOption = None,
 ) -> None:
     """Supervised fine-tuning through TRL's SFTTrainer; chat-template tokens the vocabulary lacks are added."""
-    from discopop_cli.sft import run_sft
+    from discopop_cli.launch import LaunchOptions
 
-    run_sft(recipe, overrides=set_ or [], output_dir=output_dir, dry_run=dry_run, force=force)
+    options = LaunchOptions(
+        accelerate_config,
+        num_processes,
+        num_machines,
+        machine_rank,
+        main_process_ip,
+        main_process_port,
+        global_batch_size,
+    )
+    _train_command("sft", recipe, set_ or [], output_dir, dry_run, force, options)
 
 
 @app.command()

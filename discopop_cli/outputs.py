@@ -21,10 +21,11 @@ def check_destination(path: Path, *, force: bool, what: str = "output directory"
 def staging_dir(destination: Path) -> Path:
     """A fresh directory beside `destination`, on the same filesystem so the final rename is atomic."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = destination.parent / f".{destination.name}.partial-{os.getpid()}"
-    if staging.exists():
+    run_id = os.environ.get("DISCOPOP_RUN_ID")  # set by `discopop ... --accelerate-config`: shared by all ranks
+    staging = destination.parent / f".{destination.name}.partial-{run_id or os.getpid()}"
+    if run_id is None and staging.exists():
         shutil.rmtree(staging)
-    staging.mkdir()
+    staging.mkdir(exist_ok=run_id is not None)
     return staging
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from discopop_cli.console import notice
 from discopop_cli.errors import UserError
+from discopop_cli.launch import LaunchOptions, resolve_processes
 
 # Columns SFTTrainer reads besides the text itself: per-example tool schemas and template arguments.
 _PASSENGER_COLUMNS = ("tools", "chat_template_kwargs")
@@ -27,6 +28,7 @@ def run_sft(
     output_dir: Path | None,
     dry_run: bool,
     force: bool,
+    launch: LaunchOptions | None = None,
 ) -> None:
     from discopop_cli import recipes, trainer, training
     from discopop_cli.chat_tokens import check_template
@@ -35,6 +37,7 @@ def run_sft(
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
     recipe = recipes.load_recipe(recipe_path, "sft", overrides=overrides, output_dir=output_dir)
+    processes = resolve_processes(recipe.training, launch)
     _read_template_file(recipe)
     if recipe.extras.get("chat_template") is not None:
         check_template(recipe.extras["chat_template"], recipe.path.name)
@@ -44,7 +47,7 @@ def run_sft(
     destination = Path(config.output_dir)
 
     if dry_run:
-        training.show_dry_run(recipe, config, destination, force=force)
+        training.show_dry_run(recipe, config, destination, force=force, processes=processes)
         return
     check_destination(destination, force=force)
     _train(recipe, config, model_args, destination)

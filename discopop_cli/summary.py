@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from discopop_cli.console import out
-
-
-def process_count() -> int:
-    """Processes the run trains on: accelerate's WORLD_SIZE when launched by it, else 1."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def batch_line(config: Any, processes: int) -> str:
@@ -94,8 +88,8 @@ def sft_loss_line(config: Any) -> str:
     return f"{_value(config.loss_type)} on {where}"
 
 
-def print_recipe_table(recipe: Any, config: Any, plan: Any = None) -> None:
-    """The dry-run table; `plan` is align's loss plan (None for sft)."""
+def print_recipe_table(recipe: Any, config: Any, plan: Any = None, *, processes: int = 1) -> None:
+    """The dry-run table; `plan` is align's loss plan (None for sft); `processes` all processes of the run."""
     from discopop_cli.data import count_rows
 
     table = Table(title=f"{recipe.path.name} ({recipe.task}, dry run: nothing trained or written)", show_lines=False)
@@ -146,7 +140,7 @@ def print_recipe_table(recipe: Any, config: Any, plan: Any = None) -> None:
         row("loss", sft_loss_line(config))
         if config.packing:
             row("packing", f"{_value(config.packing_strategy)} into blocks of max_length")
-    row("batch", batch_line(config, process_count()))
+    row("batch", batch_line(config, processes))
     row(
         "schedule",
         f"lr {config.learning_rate}, {_value(config.lr_scheduler_type)}, warmup {config.warmup_steps}, "

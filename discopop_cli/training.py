@@ -26,12 +26,14 @@ def quiet_library_deprecations() -> None:
     warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6", category=FutureWarning)
 
 
-def show_dry_run(recipe: Any, config: Any, destination: Path, *, force: bool, loss_plan: Any = None) -> None:
+def show_dry_run(
+    recipe: Any, config: Any, destination: Path, *, force: bool, processes: int, loss_plan: Any = None
+) -> None:
     """The resolved recipe as a table, and whether a real run could write its output."""
     from discopop_cli.outputs import check_destination
     from discopop_cli.summary import print_recipe_table
 
-    print_recipe_table(recipe, config, loss_plan)
+    print_recipe_table(recipe, config, loss_plan, processes=processes)
     try:
         check_destination(destination, force=force)
     except UserError as exc:
