@@ -7,6 +7,7 @@ into place when complete), the files written beside a trained model, and the clo
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -22,8 +23,18 @@ def eval_enabled(config: Any) -> bool:
 
 
 def quiet_library_deprecations() -> None:
-    """TRL calls transformers' gradient_checkpointing_* aliases; their deprecation notes are not the user's to fix."""
+    """TRL calls transformers' gradient_checkpointing_* aliases; their deprecation notes are not the user's to fix.
+
+    Under `accelerate launch`, ranks other than 0 also keep their progress bars to themselves: one copy of the
+    run's output is enough.
+    """
     warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6", category=FutureWarning)
+    if os.environ.get("RANK", "0") != "0":
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
 
 
 def show_dry_run(
