@@ -216,6 +216,31 @@ def losses(
     run_losses(names or [], as_json=as_json, plot=plot, force=force)
 
 
+@app.command()
+def merge(
+    adapter: Annotated[
+        Path, typer.Argument(help="LoRA adapter folder (adapter_config.json, adapter_model.safetensors).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the merged model goes.")],
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Base model folder or Hub id (default: the adapter's base_model_name_or_path)."),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="bfloat16, float16 or float32 (default: each tensor's dtype in the base)."),
+    ] = None,
+    max_shard_size: Annotated[
+        str, typer.Option("--max-shard-size", help="Largest safetensors file to write, e.g. 5GB or 500MB.")
+    ] = "5GB",
+    force: ForceOption = False,
+) -> None:
+    """Fold a LoRA adapter into its base model, streaming tensor by tensor, into a plain transformers model."""
+    from discopop_cli.merge import run_merge
+
+    run_merge(adapter, output=output, base=base, dtype=dtype, force=force, max_shard_size=max_shard_size)
+
+
 def main() -> None:
     app()
 
