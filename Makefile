@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,gguf]"
 	touch $@
 
 lint: install
@@ -31,11 +31,16 @@ format: install
 test: lint
 	$(VENV)/bin/pytest -q
 
-# The zephyr-7b-gemma pipeline in miniature: SFT of the tiny model, then DiscoPOP alignment of the SFT model.
+# The zephyr-7b-gemma pipeline in miniature, offline on a CPU: SFT of the tiny model, DiscoPOP alignment of a
+# LoRA adapter on the SFT model, the adapter merged into a plain model, and that model exported to a Q4_K_M GGUF
+# with its Ollama Modelfile, checked against transformers and chatted with once through llama.cpp.
 demo: install
 	$(PY) -m discopop_cli.tiny $(TINY_MODEL) --force
 	$(VENV)/bin/discopop sft recipes/tiny-sft.yaml --force
-	$(VENV)/bin/discopop align recipes/tiny-align.yaml --set model_name_or_path=outputs/tiny-sft --force
+	$(VENV)/bin/discopop align recipes/tiny-align-lora.yaml --force
+	$(VENV)/bin/discopop merge outputs/tiny-align-lora --output outputs/tiny-aligned --force
+	$(VENV)/bin/discopop export outputs/tiny-aligned --gguf --force --verify
+	$(PY) -m discopop_cli.gguf_export.chat_turn outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf
 
 clean:
 	rm -rf build outputs .pytest_cache .ruff_cache
