@@ -9,19 +9,19 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _is_main_rank() -> bool:
+def is_main_rank() -> bool:
     # Under `accelerate launch` every rank runs the same code; one copy of each line is enough.
     return os.environ.get("RANK", "0") == "0"
 
 
 def notice(message: str) -> None:
     """One line telling the user something was decided on their behalf."""
-    if not _is_main_rank():
+    if not is_main_rank():
         return
     err.print(f"[cyan]notice:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    if not _is_main_rank():
+    if not is_main_rank():
         return
     err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)

@@ -189,8 +189,3 @@ def resolve_processes(training: dict[str, Any], options: LaunchOptions | None) -
     if options.global_batch_size is not None:
         notice(apply_global_batch(training, options.global_batch_size, processes))
     return processes
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a launch, or the only process."""
-    return os.environ.get("RANK", "0") == "0"

@@ -7,14 +7,13 @@ into place when complete), the files written beside a trained model, and the clo
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discopop_cli.console import notice, out
+from discopop_cli.console import is_main_rank, notice, out
 from discopop_cli.errors import UserError
 
 
@@ -29,7 +28,7 @@ def quiet_library_deprecations() -> None:
     run's output is enough.
     """
     warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6", category=FutureWarning)
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_rank():
         import datasets
         import transformers
 
