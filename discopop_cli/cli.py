@@ -202,13 +202,13 @@ def sft(
 
 @app.command()
 def losses(
-    names: Annotated[list[str] | None, typer.Argument(help="Losses to plot (default: the paper's).")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Losses to plot (default: every registered loss).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
     plot: Annotated[
         Path | None,
         typer.Option("--plot", help="Draw each loss and its derivative against beta*d to this PNG."),
     ] = None,
-    force: ForceOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing plot file.")] = False,
 ) -> None:
     """List the registered preference losses: name, formula, parameters."""
     from discopop_cli.losses_cmd import run_losses
