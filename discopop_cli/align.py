@@ -88,6 +88,7 @@ def _train(recipe: Any, config: Any, model_args: Any, loss_plan: Any, destinatio
                 f"{recipe.extras['max_prompt_length']} tokens"
             )
         dpo.train(resume_from_checkpoint=config.resume_from_checkpoint)
+        training.save_model(dpo, staging)
         if dpo.accelerator.is_main_process:
             _save(dpo, recipe, config, model_args, loss_plan, staging)
         dpo.accelerator.wait_for_everyone()

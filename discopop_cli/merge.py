@@ -93,8 +93,11 @@ def run_merge(
     try:
         files, total_bytes = _write_weights(plan, checkpoint, staging, max_shard_bytes)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if (base_dir / "generation_config.json").is_file():
-            shutil.copyfile(base_dir / "generation_config.json", staging / "generation_config.json")
+        # The adapter's generation config wins: `discopop sft` may have made a new end-of-turn token the stop token.
+        for source in (adapter.folder, base_dir):
+            if (source / "generation_config.json").is_file():
+                shutil.copyfile(source / "generation_config.json", staging / "generation_config.json")
+                break
         for name, source in tokenizer_files.items():
             shutil.copyfile(source, staging / name)
         from discopop_cli.merge_card import render_merge_card

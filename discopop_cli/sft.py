@@ -226,6 +226,7 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path) -> None
         if peft_config is not None and peft_config.trainable_token_indices:
             _expose_head_bias(sft.model)
         sft.train(resume_from_checkpoint=config.resume_from_checkpoint)
+        training.save_model(sft, staging)
         if sft.accelerator.is_main_process:
             _save(sft, recipe, config, model_args, fit, staging)
         sft.accelerator.wait_for_everyone()

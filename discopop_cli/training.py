@@ -113,13 +113,24 @@ def staged_output(destination: Path) -> Iterator[Path]:
         raise
 
 
+def save_model(trainer: Any, folder: Path) -> None:
+    """Model (safetensors) and tokenizer with its template. Called on every rank: under FSDP and ZeRO-3 the
+    weights are gathered collectively; transformers writes from rank 0 only."""
+    trainer.save_model(str(folder))
+    if trainer.accelerator.is_main_process:
+        # Trainer pickles its arguments; recipe.yaml says the same in a form that is safe to open.
+        (folder / "training_args.bin").unlink(missing_ok=True)
+        # A PEFT adapter is saved without the generation config that carries the end-of-turn stop token;
+        # keep it beside the adapter so `discopop merge` can carry it into the merged model.
+        generation_config = getattr(trainer.model, "generation_config", None)
+        if generation_config is not None and not (folder / "generation_config.json").exists():
+            generation_config.save_pretrained(str(folder))
+
+
 def write_outputs(trainer: Any, recipe: Any, folder: Path, card: str) -> None:
-    """Model (safetensors) and tokenizer with its template, trainer_state.json, the resolved recipe, the card."""
+    """trainer_state.json, the resolved recipe and the card, beside the saved model (rank 0 only)."""
     from discopop_cli import recipes
 
-    trainer.save_model(str(folder))
-    # Trainer pickles its arguments; recipe.yaml says the same in a form that is safe to open.
-    (folder / "training_args.bin").unlink(missing_ok=True)
     trainer.state.save_to_json(str(folder / "trainer_state.json"))
     resolved = {**recipe.model, **recipe.training, **recipe.extras, "dataset_mixture": recipe.data.as_dict()}
     resolved["output_dir"] = recipe.training.get("output_dir")

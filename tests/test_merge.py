@@ -360,3 +360,17 @@ def test_refusals_write_nothing(aligned_adapter: Path, tiny_model_dir: Path, tin
 def test_help_stays_light() -> None:
     code = "import sys, discopop_cli.cli; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_adapter_generation_config_wins(aligned_adapter: Path, tmp_path: Path) -> None:
+    """An adapter trained after `sft` added an end-of-turn token carries the stop tokens the merged model needs."""
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(aligned_adapter, adapter)
+    generation = json.loads((adapter / "generation_config.json").read_text())
+    generation["eos_token_id"] = [1, 6, 7]
+    (adapter / "generation_config.json").write_text(json.dumps(generation))
+    out = tmp_path / "merged"
+    assert merge(adapter, "--output", out).exit_code == 0
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [1, 6, 7]
