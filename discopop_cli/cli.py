@@ -126,7 +126,7 @@ def _train_command(
     """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
     from discopop_cli import launch
 
-    options.validate()
+    options.validate(dry_run=dry_run)
     if options.wants_launch and not dry_run:
         child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size)
         code = launch.launch(command, child, options)

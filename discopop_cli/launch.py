@@ -38,7 +38,7 @@ class LaunchOptions:
     def wants_launch(self) -> bool:
         return self.accelerate_config is not None and os.environ.get(LAUNCHED_ENV) != "1"
 
-    def validate(self) -> None:
+    def validate(self, *, dry_run: bool = False) -> None:
         if self.num_processes is not None and self.num_processes < 1:
             raise UserError(f"--num-processes must be at least 1, got {self.num_processes}")
         if self.num_machines < 1:
@@ -57,6 +57,13 @@ class LaunchOptions:
         has_multi = self.num_machines > 1 or self.main_process_ip or self.main_process_port
         if has_multi and self.accelerate_config is None:
             raise UserError("--num-machines/--main-process-* need --accelerate-config (e.g. ddp, fsdp or zero3)")
+        launched = os.environ.get(LAUNCHED_ENV) == "1"
+        if self.num_processes is not None and self.accelerate_config is None and not (dry_run or launched):
+            # Without a launch only one process trains: a global batch sized for N would come out N times smaller.
+            raise UserError(
+                f"--num-processes {self.num_processes} needs --accelerate-config (ddp, fsdp, zero3 or your YAML) "
+                "to start the processes; without it, use it only with --dry-run"
+            )
         if self.global_batch_size is not None and self.global_batch_size < 1:
             raise UserError(f"--global-batch-size must be positive, got {self.global_batch_size}")
 

@@ -45,6 +45,9 @@ def test_launch_options_are_checked() -> None:
         LaunchOptions("ddp", 16, num_machines=2, machine_rank=2, main_process_ip="10.0.0.1").validate()
     with pytest.raises(UserError, match="does not divide over 2 machines"):
         LaunchOptions("ddp", 3, num_machines=2, main_process_ip="10.0.0.1").validate()
+    with pytest.raises(UserError, match="--num-processes 4 needs --accelerate-config"):
+        LaunchOptions(num_processes=4).validate()
+    LaunchOptions(num_processes=4).validate(dry_run=True)  # sizing the batch for a later launch is fine
     with pytest.raises(UserError, match="did you mean 'zero3'"):
         resolve_config("zero-3")
     assert resolve_config("fsdp").name == "fsdp.yaml"
