@@ -418,6 +418,12 @@ def test_other_refusals(tiny_model_dir: Path, tmp_path: Path) -> None:
         assert result.exit_code == 2 and message in result.output, result.output
     result = runner.invoke(app, ["export", str(tmp_path / "nowhere"), "--gguf"])
     assert result.exit_code == 2 and "does not exist" in result.output
+    # A directory that does not exist yet is not taken for a file name.
+    result = runner.invoke(
+        app, ["export", str(tiny_model_dir), "--gguf", "--quant", "f16", "-o", str(tmp_path / "new")]
+    )
+    assert result.exit_code == 2 and "neither an existing directory nor a .gguf file" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_no_partial_file_after_a_failure(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:

@@ -43,6 +43,11 @@ def _resolve_output(output: Path | None, model_dir: Path, name: str, quant: Quan
         return default_gguf_path(model_dir, name, quant)
     if output.is_dir():
         return output / default_gguf_path(model_dir, name, quant).name
+    if output.suffix.lower() != ".gguf":
+        raise UserError(
+            f"--output {output} is neither an existing directory nor a .gguf file; "
+            f"name the file, e.g. {output / default_gguf_path(model_dir, name, quant).name}"
+        )
     return output
 
 
