@@ -189,6 +189,10 @@ def load_recipe(
     """Load, override, translate, validate and route a recipe. Raises UserError before any work."""
     path = Path(path)
     raw = apply_overrides(load_yaml(path), list(overrides or []))
+    if task == "sft" and "rpo_alpha" in raw:
+        raise UserError(
+            f"{path.name}: 'rpo_alpha' weighs an SFT term inside DPO; an sft recipe has no use for it, remove it"
+        )
     raw, messages = translate_legacy(raw, path.name)
     if output_dir is not None:
         raw["output_dir"] = str(output_dir)

@@ -307,3 +307,11 @@ def test_data_the_loss_cannot_use_is_refused(
     assert result.exit_code == 2
     assert "is conversational ('messages') but the tokenizer has no chat template" in result.output
     assert not (tmp_path / "sft").exists()
+
+
+def test_rpo_alpha_is_refused_in_an_sft_recipe(tmp_path: Path, tiny_model_dir: Path) -> None:
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(f"model_name_or_path: {tiny_model_dir}\ndataset_name: a/b\nrpo_alpha: 0.5\n")
+    result = runner.invoke(app, ["sft", str(recipe), "--dry-run"])
+    assert result.exit_code == 2
+    assert "'rpo_alpha' weighs an SFT term inside DPO" in result.output
