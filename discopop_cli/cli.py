@@ -140,69 +140,51 @@ def _train_command(
     run(recipe, overrides=overrides, output_dir=output_dir, dry_run=dry_run, force=force, launch=options)
 
 
-@app.command()
-def align(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (alignment-handbook style).")],
-    set_: SetOption = None,
-    output_dir: OutputDirOption = None,
-    dry_run: DryRunOption = False,
-    force: ForceOption = False,
-    accelerate_config: AccelerateConfigOption = None,
-    num_processes: NumProcessesOption = None,
-    num_machines: NumMachinesOption = 1,
-    machine_rank: MachineRankOption = 0,
-    main_process_ip: MainIpOption = None,
-    main_process_port: MainPortOption = None,
-    global_batch_size: GlobalBatchOption = None,
-) -> None:
-    """Preference-optimise a model with the DiscoPOP loss family through TRL's DPOTrainer."""
-    from discopop_cli.launch import LaunchOptions
+def _training_command(name: str, summary: str) -> None:
+    """`discopop align` and `discopop sft` take the same arguments; one definition serves both."""
 
-    options = LaunchOptions(
-        accelerate_config,
-        num_processes,
-        num_machines,
-        machine_rank,
-        main_process_ip,
-        main_process_port,
-        global_batch_size,
-    )
-    _train_command("align", recipe, set_ or [], output_dir, dry_run, force, options)
+    def command(
+        recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML (alignment-handbook style).")],
+        set_: SetOption = None,
+        output_dir: OutputDirOption = None,
+        dry_run: DryRunOption = False,
+        force: ForceOption = False,
+        accelerate_config: AccelerateConfigOption = None,
+        num_processes: NumProcessesOption = None,
+        num_machines: NumMachinesOption = 1,
+        machine_rank: MachineRankOption = 0,
+        main_process_ip: MainIpOption = None,
+        main_process_port: MainPortOption = None,
+        global_batch_size: GlobalBatchOption = None,
+    ) -> None:
+        from discopop_cli.launch import LaunchOptions
+
+        options = LaunchOptions(
+            accelerate_config,
+            num_processes,
+            num_machines,
+            machine_rank,
+            main_process_ip,
+            main_process_port,
+            global_batch_size,
+        )
+        _train_command(name, recipe, set_ or [], output_dir, dry_run, force, options)
+
+    command.__doc__ = summary
+    app.command(name)(command)
 
 
-@app.command()
-def sft(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (alignment-handbook style).")],
-    set_: SetOption = None,
-    output_dir: OutputDirOption = None,
-    dry_run: DryRunOption = False,
-    force: ForceOption = False,
-    accelerate_config: AccelerateConfigOption = None,
-    num_processes: NumProcessesOption = None,
-    num_machines: NumMachinesOption = 1,
-    machine_rank: MachineRankOption = 0,
-    main_process_ip: MainIpOption = None,
-    main_process_port: MainPortOption = None,
-    global_batch_size: GlobalBatchOption = None,
-) -> None:
-    """Supervised fine-tuning through TRL's SFTTrainer; chat-template tokens the vocabulary lacks are added."""
-    from discopop_cli.launch import LaunchOptions
-
-    options = LaunchOptions(
-        accelerate_config,
-        num_processes,
-        num_machines,
-        machine_rank,
-        main_process_ip,
-        main_process_port,
-        global_batch_size,
-    )
-    _train_command("sft", recipe, set_ or [], output_dir, dry_run, force, options)
+_training_command("align", "Preference-optimise a model with the DiscoPOP loss family through TRL's DPOTrainer.")
+_training_command(
+    "sft", "Supervised fine-tuning through TRL's SFTTrainer; chat-template tokens the vocabulary lacks are added."
+)
 
 
 @app.command()
 def losses(
-    names: Annotated[list[str] | None, typer.Argument(help="Losses to plot (default: every registered loss).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="[NAMES]...", help="Losses to plot (default: every registered loss).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
     plot: Annotated[
         Path | None,
@@ -219,7 +201,10 @@ def losses(
 @app.command()
 def merge(
     adapter: Annotated[
-        Path, typer.Argument(help="LoRA adapter folder (adapter_config.json, adapter_model.safetensors).")
+        Path,
+        typer.Argument(
+            metavar="ADAPTER_DIR", help="LoRA adapter folder (adapter_config.json, adapter_model.safetensors)."
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where the merged model goes.")],
     base: Annotated[
@@ -243,7 +228,9 @@ def merge(
 
 @app.command()
 def export(
-    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (config.json, safetensors, tokenizer).")],
+    model_dir: Annotated[
+        Path, typer.Argument(metavar="MODEL_DIR", help="A saved model folder (config.json, safetensors, tokenizer).")
+    ],
     gguf: Annotated[bool, typer.Option("--gguf", help="Export to GGUF for llama.cpp and Ollama.")] = False,
     quant: Annotated[
         str,
