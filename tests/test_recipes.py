@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -210,16 +209,6 @@ def test_bad_yaml_and_missing_recipe_are_one_line_errors(tmp_path: Path) -> None
         result = runner.invoke(app, ["align", str(path), "--dry-run"])
         assert result.exit_code == 2
         assert message in result.output
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_dry_run_zephyr_recipe_offline(repo_root: Path, tmp_path: Path, monkeypatch, no_network) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -225,16 +224,6 @@ def test_prompt_completion_mixture_with_packing_trains(tmp_path: Path, tiny_mode
     assert "chat template:" not in result.output  # ChatML: nothing to add
     assert "- packing: bfd" in (tmp_path / "sft" / "README.md").read_text()
     assert AutoTokenizer.from_pretrained(tmp_path / "sft").chat_template == CHATML_TEMPLATE
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_dry_run_zephyr_sft_recipe_offline(repo_root: Path, tmp_path: Path, monkeypatch, no_network) -> None:
