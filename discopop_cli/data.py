@@ -91,7 +91,7 @@ def _parse_entry(entry: Any, source: str, recipe_dir: Path) -> DatasetSpec:
     if isinstance(columns, str):
         columns = [columns]
     return DatasetSpec(
-        id=_resolve_local(str(entry["id"]), recipe_dir),
+        id=resolve_local(str(entry["id"]), recipe_dir),
         config=entry.get("config"),
         split=str(entry.get("split") or "train"),
         columns=columns,
@@ -99,17 +99,17 @@ def _parse_entry(entry: Any, source: str, recipe_dir: Path) -> DatasetSpec:
     )
 
 
-def _resolve_local(dataset_id: str, recipe_dir: Path) -> str:
+def resolve_local(value: str, recipe_dir: Path) -> str:
     """A relative local path works from the current directory or, failing that, from the recipe's."""
-    path = Path(dataset_id).expanduser()
+    path = Path(value).expanduser()
     if path.is_absolute() or path.exists():
-        return dataset_id
-    beside = recipe_dir / dataset_id
-    return str(beside.resolve()) if beside.exists() else dataset_id
+        return value
+    beside = recipe_dir / value
+    return str(beside.resolve()) if beside.exists() else value
 
 
-def parse_data_spec(keys: dict[str, Any], recipe_path: Path, *, recipe_dir: Path) -> DataSpec:
-    source = recipe_path.name
+def parse_data_spec(keys: dict[str, Any], recipe_path: Path) -> DataSpec:
+    source, recipe_dir = recipe_path.name, recipe_path.parent
     if "dataset_mixture" in keys and "dataset_name" in keys:
         raise UserError(f"{source}: set either 'dataset_mixture' or 'dataset_name', not both")
     if "dataset_mixture" in keys:
@@ -132,7 +132,7 @@ def parse_data_spec(keys: dict[str, Any], recipe_path: Path, *, recipe_dir: Path
         name, config = keys["dataset_name"], keys.get("dataset_config")
         train_split = keys.get("dataset_train_split", "train")
         test_split = keys.get("dataset_test_split", "test")
-        dataset_id = _resolve_local(str(name), recipe_dir)
+        dataset_id = resolve_local(str(name), recipe_dir)
         return DataSpec(
             train=[DatasetSpec(dataset_id, config, train_split)],
             eval=[DatasetSpec(dataset_id, config, test_split)],

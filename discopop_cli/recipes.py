@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from discopop_cli.console import notice, warn
-from discopop_cli.data import DATA_KEYS, DataSpec, parse_data_spec
+from discopop_cli.data import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
 from discopop_cli.errors import UserError
 from discopop_cli.legacy import translate_legacy
 
@@ -164,18 +164,16 @@ def looks_local(value: str) -> bool:
 
 
 def _resolve_path(key: str, value: Any, recipe: Path) -> Any:
-    """Relative local paths work from the current directory or, failing that, from the recipe's."""
-    if not isinstance(value, str) or Path(value).expanduser().exists():
+    """A local path (from the current directory or beside the recipe), or a Hub id; a missing path is an error."""
+    if not isinstance(value, str):
         return value
-    beside = recipe.parent / value
-    if not Path(value).is_absolute() and beside.exists():
-        return str(beside.resolve())
-    if looks_local(value):
+    resolved = resolve_local(value, recipe.parent)
+    if not Path(resolved).expanduser().exists() and looks_local(value):
         raise UserError(
             f"{recipe.name}: {key} '{value}' is not a directory here or beside the recipe; "
             "fix the path (the tiny demo model is built by `make demo`)"
         )
-    return value
+    return resolved
 
 
 def load_recipe(
@@ -217,7 +215,7 @@ def load_recipe(
     model = {k: v for k, v in raw.items() if k in model_keys}
     training = {k: v for k, v in raw.items() if k in training_keys}
     extras = {k: v for k, v in raw.items() if k in project_keys}
-    data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path, recipe_dir=path.parent)
+    data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path)
     training.setdefault("output_dir", f"outputs/{path.stem}")
     raw["output_dir"] = training["output_dir"]
 
