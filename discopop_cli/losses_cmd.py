@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,15 +141,7 @@ def _write_plot(specs: list[LossSpec], plot: Path) -> None:
         "(std = var = 0)",
         fontsize="medium",
     )
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{plot.name}.", suffix=".png", dir=plot.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=110)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp's 0600 would make the PNG private
-        os.replace(tmp_name, plot)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    from discopop_cli.outputs import staged_file
+
+    with staged_file(plot) as partial:
+        fig.savefig(partial, format="png", dpi=110)

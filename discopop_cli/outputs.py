@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from discopop_cli.errors import UserError
@@ -35,9 +37,21 @@ def promote(staging: Path, destination: Path) -> None:
         retired = destination.parent / f".{destination.name}.old-{os.getpid()}"
         destination.rename(retired)
         staging.rename(destination)
-        if retired.is_dir():
+        if retired.is_dir() and not retired.is_symlink():
             shutil.rmtree(retired)
         else:
             retired.unlink()
     else:
         staging.rename(destination)
+
+
+@contextlib.contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed onto `path` when the block completes, removed if not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

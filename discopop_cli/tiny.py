@@ -16,10 +16,8 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import shutil
 import sys
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -255,26 +253,16 @@ def build_tiny_model(
     return out_dir
 
 
-def _is_nonempty(path: Path) -> bool:
-    return path.exists() and (not path.is_dir() or any(path.iterdir()))
-
-
 def build_into(out_dir: Path, *, force: bool = False, seed: int = 0) -> Path:
     """Build the tiny model beside `out_dir` and rename it into place once complete."""
+    from discopop_cli.outputs import check_destination, promote, staging_dir
+
     out_dir = Path(out_dir).absolute()
-    if _is_nonempty(out_dir) and not force:
-        raise UserError(f"{out_dir} exists and is not empty; pass --force to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Beside OUT_DIR (same file system, so the final rename is atomic); mkdir honours the umask, mkdtemp doesn't.
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    check_destination(out_dir, force=force, what="tiny model directory")
+    staging = staging_dir(out_dir)
     try:
         build_tiny_model(staging, seed=seed)
-        if out_dir.is_dir() and not out_dir.is_symlink():
-            shutil.rmtree(out_dir)
-        elif out_dir.exists() or out_dir.is_symlink():
-            out_dir.unlink()
-        os.replace(staging, out_dir)
+        promote(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

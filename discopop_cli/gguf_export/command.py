@@ -21,6 +21,7 @@ from discopop_cli.gguf_export import chat_template, modelfile
 from discopop_cli.gguf_export.architectures import architecture_of
 from discopop_cli.gguf_export.quants import QuantType, quant_type, require_llama_cpp
 from discopop_cli.gguf_export.vocab import CONTROL, USER_DEFINED, Vocabulary, load_vocabulary
+from discopop_cli.outputs import staged_file
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,8 @@ def _check_destinations(gguf_path: Path, companions: list[Companion], force: boo
 
 
 def _write_text(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    with staged_file(path) as partial:
+        partial.write_text(text, encoding="utf-8")
 
 
 def _human_size(size: int) -> str:
@@ -194,12 +194,10 @@ def run_export(
     sources = read_safetensors(model_dir)
     planned = convert.plan(arch, config, sources, quant_spec)
 
-    gguf_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = gguf_path.with_name(f".{gguf_path.name}.partial-{os.getpid()}")
     intermediate = gguf_path.with_name(f".{gguf_path.name}.intermediate-{os.getpid()}")
     common = {"arch": arch, "config": config, "vocabulary": vocabulary, "model_name": model_name, "gemma": gemma}
     try:
-        with ExportProgress(quantizing=quant_spec.needs_llama_cpp) as progress:
+        with staged_file(gguf_path) as partial, ExportProgress(quantizing=quant_spec.needs_llama_cpp) as progress:
             if quant_spec.needs_llama_cpp:
                 file_type = convert.intermediate_file_type(planned)
                 convert.write_gguf(
@@ -210,9 +208,7 @@ def run_export(
                 convert.write_gguf(
                     partial, planned=planned, file_type=quant_spec.file_type, advance=progress.advance, **common
                 )
-        os.replace(partial, gguf_path)
     finally:
-        partial.unlink(missing_ok=True)
         intermediate.unlink(missing_ok=True)
     for companion in companions:
         _write_text(companion.path, companion.text)
