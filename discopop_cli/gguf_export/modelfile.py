@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from discopop_cli.card import GEMMA_NOTICE  # the notice the Gemma Terms of Use (3.1) require with distributions
 from discopop_cli.errors import UserError
-
-GEMMA_NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"
-"""The notice the Gemma Terms of Use (section 3.1) require in a "Notice" text file with every distribution."""
 
 GEMMA_TERMS_URL = "https://ai.google.dev/gemma/terms"
 GEMMA_PROHIBITED_USE_URL = "https://ai.google.dev/gemma/prohibited_use_policy"
