@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from discopop_cli.errors import UserError
+from discopop_cli.errors import RunFailure
 from discopop_cli.gguf_export.quants import QuantType
 
 GREEDY_TOKENS = 8
@@ -49,8 +49,8 @@ PLAIN_TEXT = "The sky is blue  and\tgrass is green. Café ☕ costs 3.50 — isn
 """Plain text with the hard cases: double spaces, a tab, accents and an emoji (byte fallback), digits, newlines."""
 
 
-class VerificationFailed(UserError):
-    exit_code = 1
+class VerificationFailed(RunFailure):
+    """llama.cpp and transformers disagree on the exported model."""
 
 
 @dataclass
