@@ -191,6 +191,63 @@ def test_discopop_finite_for_half_inputs(dtype, limit):
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
 
 
+EXTREME_X = [-1e4, -3e3, -1e3, -200.0, -89.0, -60.0, -50.0, -45.0, -11.5, -1.0, 0.0, 1.0, 11.5, 89.0, 1e3, 1e4]
+
+
+def extreme_inputs(x_values, beta, dtype):
+    """pc, pr, rc, rr in `dtype` with beta * d = x; each a quarter of d, so float16 holds d up to 2.6e5."""
+    d = torch.tensor(x_values, dtype=torch.float64) / beta
+    quarter = d / 4
+    parts = (quarter, -quarter, -quarter, quarter)  # (pc - pr) - (rc - rr) = d
+    return [t.to(dtype).requires_grad_(True) for t in parts]
+
+
+@pytest.mark.parametrize("name", PAPER_LOSSES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("beta", [0.05, 1.0])
+def test_every_loss_finite_over_dtypes_and_extreme_margins(name, dtype, beta):
+    fn = losses.get_loss(name)
+    batches = [EXTREME_X] + [[x] for x in EXTREME_X]  # the whole sweep as one batch, and one pair at a time
+    for x_values in batches:
+        inputs = extreme_inputs(x_values, beta, dtype)
+        loss = fn(*inputs, beta=beta)
+        grads = torch.autograd.grad(loss.sum(), inputs)
+        assert loss.dtype == torch.float32, (name, dtype)
+        assert torch.isfinite(loss).all(), (name, dtype, beta, x_values, loss)
+        for g in grads:
+            assert g.dtype == dtype and torch.isfinite(g).all(), (name, dtype, beta, x_values, g)
+
+
+@pytest.mark.parametrize(("name", "scale"), [("cell", 1.0), ("dbaql", 0.9)])
+def test_exponential_tails_are_exact_then_tangent(name, scale):
+    """exp(-scale * x) exactly while the exponent is <= 50, then its tangent line: finite, increasing, slope e^50."""
+    x = torch.tensor([-40.0, -50.0 / scale, -60.0, -1e3, -1e4], dtype=torch.float64).requires_grad_(True)
+    zero = torch.zeros(1, dtype=torch.float64)
+    per_pair = [losses.get_loss(name)(xi.reshape(1), zero, zero, zero, beta=1.0) for xi in x]
+    exponent = -scale * x.detach()
+    weight = 0.5  # cell: 0.5 * exp; dbaql with one pair: (1 - c) = 0.5
+    nll = -F.logsigmoid(x.detach() / (0.9 if name == "dbaql" else 1.0))
+    exact = weight * torch.exp(exponent) + weight * nll
+    tangent = weight * math.exp(50) * (1 + exponent - 50) + weight * nll
+    values = torch.cat(per_pair).detach()
+    torch.testing.assert_close(values[:2], exact[:2], rtol=1e-12, atol=0)
+    torch.testing.assert_close(values[2:], tangent[2:], rtol=1e-12, atol=0)
+    assert (values[1:] > values[:-1]).all()  # still increasing as x falls
+    slopes = [torch.autograd.grad(v.sum(), x, retain_graph=True)[0][i].item() for i, v in enumerate(per_pair)]
+    assert slopes[3] == pytest.approx(-weight * scale * math.exp(50) - weight / (0.9 if name == "dbaql" else 1))
+    assert all(s < 0 for s in slopes)
+
+
+def test_single_pair_aqfl_has_no_spread():
+    pc, pr, rc, rr = (t.detach() for t in random_batch(1, 0.05, seed=4))
+    x = 0.05 * ((pc - pr) - (rc - rr))
+    z = x / TAU
+    q = 0.05 * torch.sigmoid(z)  # q0 = std * mean(sig(-z)) = 0 with std := 0
+    b = torch.sigmoid(0.1 * (z - q).abs())
+    want = b * -F.logsigmoid(x) + (1 - b) * torch.relu(1 - x)
+    torch.testing.assert_close(losses.aqfl(pc, pr, rc, rr, beta=0.05), want, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("name", PAPER_LOSSES)
 def test_half_inputs_computed_in_float32(name):
     pc, pr, rc, rr = (t.detach().to(torch.bfloat16) for t in random_batch(8, 0.05, seed=9))
