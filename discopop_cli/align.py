@@ -17,10 +17,11 @@ def run_align(
     output_dir: Path | None,
     dry_run: bool,
     force: bool,
+    resume: bool = False,
     launch: LaunchOptions | None = None,
 ) -> None:
     from discopop_cli import recipes, trainer
-    from discopop_cli.outputs import check_destination
+    from discopop_cli.run_directory import check_run_directory
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
@@ -41,17 +42,19 @@ def run_align(
     if dry_run:
         from discopop_cli.training import show_dry_run
 
-        show_dry_run(recipe, config, destination, force=force, processes=processes, loss_plan=loss_plan)
+        show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes, loss_plan=loss_plan)
         return
-    check_destination(destination, force=force)
-    _train(recipe, config, model_args, loss_plan, destination)
+    resume_from = check_run_directory(destination, force=force, resume=resume)
+    _train(recipe, config, model_args, loss_plan, destination, force=force, resume_from=resume_from)
 
 
-def _train(recipe: Any, config: Any, model_args: Any, loss_plan: Any, destination: Path) -> None:
+def _train(
+    recipe: Any, config: Any, model_args: Any, loss_plan: Any, destination: Path, *, force: bool, resume_from: Any
+) -> None:
     from trl import get_peft_config, get_quantization_config
 
     from discopop_cli import data, training
-    from discopop_cli.outputs import promote
+    from discopop_cli.run_directory import publish, run_directory
     from discopop_cli.trainer import build_trainer_class
 
     started = time.monotonic()
@@ -67,8 +70,7 @@ def _train(recipe: Any, config: Any, model_args: Any, loss_plan: Any, destinatio
         if eval_dataset is not None:
             eval_dataset = data.insert_empty_system_message(eval_dataset, tokenizer.chat_template)
 
-    with training.staged_output(destination) as staging:
-        config.output_dir = str(staging)
+    with run_directory(destination, force=force) as final:
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
         trainer_cls = build_trainer_class()
         dpo = trainer_cls(
@@ -87,14 +89,13 @@ def _train(recipe: Any, config: Any, model_args: Any, loss_plan: Any, destinatio
                 f"max_prompt_length: {dpo.prompts_truncated} prompt(s) cut to their last "
                 f"{recipe.extras['max_prompt_length']} tokens"
             )
-        dpo.train(resume_from_checkpoint=config.resume_from_checkpoint)
-        training.save_model(dpo, staging)
+        dpo.train(resume_from_checkpoint=str(resume_from) if resume_from else config.resume_from_checkpoint)
+        training.save_model(dpo, final)
         if dpo.accelerator.is_main_process:
-            _save(dpo, recipe, config, model_args, loss_plan, staging)
+            _save(dpo, recipe, config, model_args, loss_plan, final)
+            publish(final, destination)
         dpo.accelerator.wait_for_everyone()
     if dpo.accelerator.is_main_process:
-        promote(staging, destination)
-        config.output_dir = str(destination)
         training.report(
             dpo,
             destination,

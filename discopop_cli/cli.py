@@ -79,6 +79,10 @@ DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train and write nothing.")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")]
+ResumeOption = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the run in the output directory from its last complete checkpoint."),
+]
 
 
 _SCALE = "Scaling out (accelerate)"
@@ -121,6 +125,7 @@ def _train_command(
     output_dir: Path | None,
     dry_run: bool,
     force: bool,
+    resume: bool,
     options: LaunchOptions,
 ) -> None:
     """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
@@ -128,7 +133,7 @@ def _train_command(
 
     options.validate(dry_run=dry_run)
     if options.wants_launch and not dry_run:
-        child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size)
+        child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size, resume)
         code = launch.launch(command, child, options)
         if code:
             raise typer.Exit(code)
@@ -137,7 +142,7 @@ def _train_command(
         from discopop_cli.align import run_align as run
     else:
         from discopop_cli.sft import run_sft as run
-    run(recipe, overrides=overrides, output_dir=output_dir, dry_run=dry_run, force=force, launch=options)
+    run(recipe, overrides=overrides, output_dir=output_dir, dry_run=dry_run, force=force, resume=resume, launch=options)
 
 
 def _training_command(name: str, summary: str) -> None:
@@ -149,6 +154,7 @@ def _training_command(name: str, summary: str) -> None:
         output_dir: OutputDirOption = None,
         dry_run: DryRunOption = False,
         force: ForceOption = False,
+        resume: ResumeOption = False,
         accelerate_config: AccelerateConfigOption = None,
         num_processes: NumProcessesOption = None,
         num_machines: NumMachinesOption = 1,
@@ -168,7 +174,7 @@ def _training_command(name: str, summary: str) -> None:
             main_process_port,
             global_batch_size,
         )
-        _train_command(name, recipe, set_ or [], output_dir, dry_run, force, options)
+        _train_command(name, recipe, set_ or [], output_dir, dry_run, force, resume, options)
 
     command.__doc__ = summary
     app.command(name)(command)

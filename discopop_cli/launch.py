@@ -2,8 +2,7 @@
 
 The launcher is accelerate's own (`python -m accelerate.commands.launch`): torchrun for DDP and FSDP,
 DeepSpeed's for ZeRO-3. The child processes run `python -m discopop_cli.cli COMMAND ...` with
-`DISCOPOP_LAUNCHED=1`, so they train instead of launching again, and with `DISCOPOP_RUN_ID` shared, so
-every rank agrees on the staging directory.
+`DISCOPOP_LAUNCHED=1`, so they train instead of launching again.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from discopop_cli.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "recipes" / "accelerate_configs"
 BUNDLED_CONFIGS = ("ddp", "fsdp", "zero3")
 LAUNCHED_ENV = "DISCOPOP_LAUNCHED"
-RUN_ID_ENV = "DISCOPOP_RUN_ID"
 
 
 @dataclass
@@ -162,7 +160,7 @@ def launch(command: str, child_args: list[str], options: LaunchOptions) -> int:
         # torchrun on a CPU-only machine: the trainer's use_cpu makes accelerate pick gloo (MULTI_CPU).
         launcher += ["--mixed_precision", "no", "--num_cpu_threads_per_process", "1"]
     launcher += ["-m", "discopop_cli.cli", command, *child_args]
-    env = {**os.environ, LAUNCHED_ENV: "1", RUN_ID_ENV: str(os.getpid())}
+    env = {**os.environ, LAUNCHED_ENV: "1"}
     env.setdefault("OMP_NUM_THREADS", "1")
     from discopop_cli.console import notice
 
@@ -172,7 +170,12 @@ def launch(command: str, child_args: list[str], options: LaunchOptions) -> int:
 
 
 def child_args(
-    recipe: Path, overrides: list[str], output_dir: Path | None, force: bool, global_batch_size: int | None
+    recipe: Path,
+    overrides: list[str],
+    output_dir: Path | None,
+    force: bool,
+    global_batch_size: int | None,
+    resume: bool = False,
 ) -> list[str]:
     """The command line each launched process runs: the same command, minus the launch options."""
     args = [str(recipe)]
@@ -182,6 +185,8 @@ def child_args(
         args += ["--output-dir", str(output_dir)]
     if force:
         args.append("--force")
+    if resume:
+        args.append("--resume")
     if global_batch_size is not None:
         args += ["--global-batch-size", str(global_batch_size)]
     return args

@@ -11,10 +11,23 @@ from pathlib import Path
 from discopop_cli.errors import UserError
 
 
+def check_writable(path: Path) -> None:
+    """Refuse an output whose nearest existing ancestor is a file or a folder this user cannot write to."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        raise UserError(f"cannot create {path}: {probe} is a file, not a folder; choose another path")
+    folder = probe if probe.is_dir() else probe.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: {folder} is not writable by this user; choose another path")
+
+
 def check_destination(path: Path, *, force: bool, what: str = "output directory") -> None:
-    """Refuse to replace an existing, non-empty output unless --force."""
+    """Refuse to replace an existing, non-empty output unless --force, and an output that cannot be written."""
     if path.is_file() and not path.is_dir() and what == "output directory":
         raise UserError(f"{what} {path} is a file; choose another path with --output-dir")
+    check_writable(path)
     exists = path.exists() and (path.is_file() or any(path.iterdir()))
     if exists and not force:
         raise UserError(f"{what} {path} already exists; pass --force to replace it or choose another path")
@@ -23,11 +36,10 @@ def check_destination(path: Path, *, force: bool, what: str = "output directory"
 def staging_dir(destination: Path) -> Path:
     """A fresh directory beside `destination`, on the same filesystem so the final rename is atomic."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    run_id = os.environ.get("DISCOPOP_RUN_ID")  # set by `discopop ... --accelerate-config`: shared by all ranks
-    staging = destination.parent / f".{destination.name}.partial-{run_id or os.getpid()}"
-    if run_id is None and staging.exists():
+    staging = destination.parent / f".{destination.name}.partial-{os.getpid()}"
+    if staging.exists():
         shutil.rmtree(staging)
-    staging.mkdir(exist_ok=run_id is not None)
+    staging.mkdir()
     return staging
 
 

@@ -28,11 +28,12 @@ def run_sft(
     output_dir: Path | None,
     dry_run: bool,
     force: bool,
+    resume: bool = False,
     launch: LaunchOptions | None = None,
 ) -> None:
     from discopop_cli import recipes, trainer, training
     from discopop_cli.chat_tokens import check_template
-    from discopop_cli.outputs import check_destination
+    from discopop_cli.run_directory import check_run_directory
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
@@ -47,10 +48,10 @@ def run_sft(
     destination = Path(config.output_dir)
 
     if dry_run:
-        training.show_dry_run(recipe, config, destination, force=force, processes=processes)
+        training.show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes)
         return
-    check_destination(destination, force=force)
-    _train(recipe, config, model_args, destination)
+    resume_from = check_run_directory(destination, force=force, resume=resume)
+    _train(recipe, config, model_args, destination, force=force, resume_from=resume_from)
 
 
 def _read_template_file(recipe: Any) -> None:
@@ -184,12 +185,12 @@ def _load_data(recipe: Any, config: Any, tokenizer: Any) -> tuple[Any, Any]:
     return train_dataset, eval_dataset
 
 
-def _train(recipe: Any, config: Any, model_args: Any, destination: Path) -> None:
+def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, force: bool, resume_from: Any) -> None:
     from trl import SFTTrainer, get_peft_config
 
     from discopop_cli import training
     from discopop_cli.chat_tokens import fit_template_tokens, trainable_token_indices
-    from discopop_cli.outputs import promote
+    from discopop_cli.run_directory import publish, run_directory
 
     started = time.monotonic()
     training.check_quantization(model_args)
@@ -208,11 +209,10 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path) -> None
         indices = trainable_token_indices(model, fit.new_ids, peft_config.modules_to_save)
         peft_config.trainable_token_indices = indices or None
 
-    with training.staged_output(destination) as staging:
-        config.output_dir = str(staging)
+    with run_directory(destination, force=force) as final:
         config.model_init_kwargs = None  # the model is loaded already; TRL would warn that they are unused
         try:
-            sft = SFTTrainer(
+            sft = training.trainer_class(SFTTrainer)(
                 model=model,
                 args=config,
                 train_dataset=train_dataset,
@@ -225,14 +225,13 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path) -> None
             raise UserError(f"TRL's SFTTrainer refused the recipe: {first}") from exc
         if peft_config is not None and peft_config.trainable_token_indices:
             _expose_head_bias(sft.model)
-        sft.train(resume_from_checkpoint=config.resume_from_checkpoint)
-        training.save_model(sft, staging)
+        sft.train(resume_from_checkpoint=str(resume_from) if resume_from else config.resume_from_checkpoint)
+        training.save_model(sft, final)
         if sft.accelerator.is_main_process:
-            _save(sft, recipe, config, model_args, fit, staging)
+            _save(sft, recipe, config, model_args, fit, final)
+            publish(final, destination)
         sft.accelerator.wait_for_everyone()
     if sft.accelerator.is_main_process:
-        promote(staging, destination)
-        config.output_dir = str(destination)
         training.report(
             sft,
             destination,

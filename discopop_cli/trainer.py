@@ -142,10 +142,11 @@ class _ForwardRecorder:
 
 def build_trainer_class() -> type:
     """The DPOTrainer subclass, built on demand so importing this module does not import TRL."""
-    import torch
     from trl import DPOTrainer
 
-    class DiscoPOPTrainer(DPOTrainer):
+    from discopop_cli.training import trainer_class
+
+    class DiscoPOPTrainer(trainer_class(DPOTrainer)):
         """TRL's DPOTrainer whose `loss_type` also accepts the project's registry losses and `module:function`."""
 
         def __init__(
@@ -220,7 +221,7 @@ def build_trainer_class() -> type:
                     policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=self.beta, **planned.params
                 )
                 term = per_pair.mean()
-                loss = loss + planned.weight * term.to(loss.dtype if torch.is_tensor(loss) else term.dtype)
+                loss = loss + planned.weight * term  # promotes to float32: a float16 loss would overflow first
                 gathered = self.accelerator.gather_for_metrics(term.detach().reshape(1))
                 self._metrics[mode][f"loss/{planned.name}"].append(gathered.float().mean().item())
             return (loss, outputs) if return_outputs else loss

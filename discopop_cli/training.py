@@ -1,15 +1,12 @@
 """What `discopop align` and `discopop sft` share once a recipe is validated.
 
-Loading the tokenizer and the model options, the staged output directory (built under a temporary name, renamed
-into place when complete), the files written beside a trained model, and the closing one-line report.
+Loading the tokenizer and the model options, the files written beside a trained model, and the closing one-line
+report. Where the run's files go is run_directory's concern.
 """
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +34,27 @@ def quiet_library_deprecations() -> None:
 
 
 def show_dry_run(
-    recipe: Any, config: Any, destination: Path, *, force: bool, processes: int, loss_plan: Any = None
+    recipe: Any,
+    config: Any,
+    destination: Path,
+    *,
+    force: bool,
+    resume: bool,
+    processes: int,
+    loss_plan: Any = None,
 ) -> None:
     """The resolved recipe as a table, and whether a real run could write its output."""
-    from discopop_cli.outputs import check_destination
+    from discopop_cli.run_directory import check_run_directory
     from discopop_cli.summary import print_recipe_table
 
     print_recipe_table(recipe, config, loss_plan, processes=processes)
     try:
-        check_destination(destination, force=force)
+        resume_from = check_run_directory(destination, force=force, resume=resume)
     except UserError as exc:
         notice(f"a real run would stop here: {exc}")
+    else:
+        if resume_from is not None:
+            notice(f"a real run would continue from {resume_from}")
 
 
 def load_tokenizer(recipe: Any, model_args: Any, config: Any) -> Any:
@@ -97,20 +104,20 @@ def check_quantization(model_args: Any) -> None:
         raise UserError(f"{bits} needs bitsandbytes; run: pip install bitsandbytes")
 
 
-@contextlib.contextmanager
-def staged_output(destination: Path) -> Iterator[Path]:
-    """A staging directory for one run; on failure it is removed, unless it holds checkpoints worth resuming."""
-    from discopop_cli.outputs import staging_dir
+def trainer_class(base: type) -> type:
+    """TRL's `base` trainer as discopop runs it: with the non-finite guard, and without TRL's mid-run card.
 
-    staging = staging_dir(destination)
-    try:
-        yield staging
-    except BaseException:
-        if not any(staging.glob("checkpoint-*")):
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            notice(f"training stopped; checkpoints kept in {staging}")
-        raise
+    TRL writes a README.md into output_dir at every checkpoint; in a run directory that would look like a finished
+    model. discopop writes its own card once, when the model it describes is complete.
+    """
+    from discopop_cli.guard import guarded
+
+    class RunTrainer(guarded(base)):
+        def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    RunTrainer.__name__ = RunTrainer.__qualname__ = base.__name__
+    return RunTrainer
 
 
 def save_model(trainer: Any, folder: Path) -> None:

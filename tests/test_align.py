@@ -83,7 +83,7 @@ def test_align_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_dataset_pat
     assert "- learning_rate: 0.001" in card and "- total_train_batch_size: 4" in card
     assert "| Training Loss | Epoch | Step | Validation Loss |" in card
     assert "- TRL 1.16" in card
-    assert not list(tmp_path.glob(".aligned.partial-*"))
+    assert not (out / ".final.partial").exists() and not list(tmp_path.glob(".aligned.*"))
 
 
 def test_existing_output_needs_force(tmp_path: Path, tiny_model_dir: Path, tiny_dataset_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_two_cpu_processes_through_accelerate(tmp_path: Path, tiny_model_dir: Pa
     assert logs[0]["epoch"] == pytest.approx(1 / steps_per_epoch, rel=1e-3)
     # Exactly one model, card and recipe, written by rank 0 only; no staging directories left.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aligned", "ddp.yaml"]
-    assert len(list(out.glob("*.safetensors"))) == 1
+    assert len(list(out.glob("*.safetensors"))) == 1 and not (out / ".final.partial").exists()
     assert (out / "README.md").read_text().count("- num_devices: 2") == 1
     assert output.count("aligned: ") == 1
     assert output.count("no GPU found") == 1  # notices are not repeated per rank

@@ -95,7 +95,7 @@ def test_sft_learns_and_brings_the_template_tokens(tmp_path: Path, tiny_model_di
     assert yaml.safe_load((out / "recipe.yaml").read_text())["chat_template"] == TURN_TEMPLATE
     names = [p.name for p in out.iterdir()]
     assert "model.safetensors" in names and not [n for n in names if n.endswith((".bin", ".pt", ".pth"))]
-    assert not list(tmp_path.glob(".sft.partial-*"))
+    assert ".final.partial" not in names and not list(tmp_path.glob(".sft.*"))
 
 
 def test_new_rows_start_at_the_mean_embedding(tiny_model_dir: Path) -> None:
