@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
+import functools
+import json
+import os
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +23,7 @@ from typing import Any
 import yaml
 
 from discopop_cli.console import notice, warn
-from discopop_cli.data import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
+from discopop_cli.data import DATA_KEYS, DataSpec, check_local_data, parse_data_spec, resolve_local
 from discopop_cli.errors import UserError
 from discopop_cli.legacy import translate_legacy
 
@@ -34,6 +40,15 @@ PROJECT_KEYS: dict[str, set[str]] = {
 }
 
 PATH_KEYS = ("model_name_or_path", "tokenizer_name_or_path")
+# The types of the project's own keys, checked like TRL's (a bare type or a union of them).
+PROJECT_TYPES: dict[str, Any] = {
+    "chat_template": str | None,
+    "tokenizer_name_or_path": str | None,
+    "max_prompt_length": int | None,
+    "loss_kwargs": dict | None,
+    "auto_insert_empty_system_msg": bool | None,
+}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 @dataclass
@@ -123,7 +138,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         parsed = _numbers(yaml.safe_load(value)) if value.strip() else None
     except yaml.YAMLError:
-        raise UserError(f"--set {key}: {value!r} is not valid YAML; quote it, e.g. --set {key}='\"...\"'") from None
+        shown = "the value" if key in SECRET_KEYS else repr(value)  # never echo a token
+        raise UserError(f"--set {key}: {shown} is not valid YAML; quote it, e.g. --set {key}='\"...\"'") from None
     return key.split("."), parsed
 
 
@@ -156,6 +172,126 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise UserError(f"{path.name}: a recipe is a mapping of keys to values, got {type(raw).__name__}")
     return _numbers(raw)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - a hint that does not resolve is not checked
+        return {}
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether `value` fits a dataclass field hint, as far as YAML values can: lenient where unsure."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is None:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple, set) or hint in (list, tuple, set):
+        # TRL and transformers take one item where they take a list (loss_type: discopop, report_to: none).
+        item = args[0] if args else Any
+        if isinstance(value, list):
+            return all(_accepts(item, v) for v in value)
+        return args != () and _accepts(item, value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, str | hint)
+    return True  # another class (e.g. accelerate's ParallelismConfig): left to TRL
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(arg) for arg in args if arg is not type(None)]
+        return " or ".join(dict.fromkeys(parts))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple, set) or hint in (list, tuple, set):
+        return f"a list of {_describe(args[0])}s" if args and args[0] is not Any else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "a string"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _check_types(source: str, values: dict[str, Any], hints: dict[str, Any]) -> None:
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None or value is None or _accepts(hint, value):
+            continue
+        shown = f"a {type(value).__name__}" if key in SECRET_KEYS else repr(value)  # never echo a token
+        raise UserError(
+            f"{source}: '{key}' must be {_describe(hint)}, got {shown}; fix the value in the recipe "
+            f"(or override it with --set {key}=...)"
+        )
+
+
+def allows_pickle(training: dict[str, Any]) -> bool:
+    """The explicit opt-in to pickled weights: `model_init_kwargs: {use_safetensors: false}` in the recipe."""
+    kwargs = training.get("model_init_kwargs")
+    if isinstance(kwargs, str):
+        try:
+            kwargs = json.loads(kwargs)
+        except ValueError:
+            return False
+    return isinstance(kwargs, dict) and kwargs.get("use_safetensors") is False
+
+
+def _check_model_folder(source: str, value: Any, training: dict[str, Any]) -> None:
+    """A local model folder must hold safetensors weights; pickled ones only with the recipe's explicit opt-in."""
+    if not isinstance(value, str):
+        return
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        return  # a Hub id
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise UserError(
+            f"{source}: model_name_or_path {value} has no config.json; point it at a saved transformers model folder"
+        )
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickled:
+        raise UserError(f"{source}: model_name_or_path {value} holds no model weights (*.safetensors); fix the path")
+    if allows_pickle(training):
+        warn(f"{source}: loading pickled weights ({', '.join(pickled)}) as the recipe allows; trust their source")
+        return
+    raise UserError(
+        f"{source}: {value} has pickled weights only ({', '.join(pickled)}), and unpickling can run code; "
+        "discopop loads safetensors. Convert them (from_pretrained, then save_pretrained(safe_serialization=True)), "
+        "or, trusting the source, add `model_init_kwargs: {use_safetensors: false}` to the recipe"
+    )
+
+
+def check_output_location(path: Path, option: str) -> None:
+    """An output path must be creatable: no file where a folder of it would go, and its nearest folder writable."""
+    path = Path(path).expanduser()
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {path}: {parent} is a file, not a folder; choose another path")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"{option} {path}: {parent} is not writable; choose another path")
+            return
 
 
 def looks_local(value: str) -> bool:
@@ -215,15 +351,29 @@ def load_recipe(
     model = {k: v for k, v in raw.items() if k in model_keys}
     training = {k: v for k, v in raw.items() if k in training_keys}
     extras = {k: v for k, v in raw.items() if k in project_keys}
+    from trl import ModelConfig
+
+    _check_types(path.name, model, _type_hints(ModelConfig))
+    _check_types(path.name, training, _type_hints(_training_config_class(task)))
+    _check_types(path.name, extras, PROJECT_TYPES)
+    _check_model_folder(path.name, raw["model_name_or_path"], training)
     data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path)
     training.setdefault("output_dir", f"outputs/{path.stem}")
     raw["output_dir"] = training["output_dir"]
+    check_output_location(Path(str(training["output_dir"])), "output_dir")
 
     if not quiet:
         for message in messages:
             notice(message)
     recipe = Recipe(path, task, model, training, data, extras, raw, messages)
     _check_consistency(recipe)
+    # The local data files are read far enough to know they exist, hold rows and have the task's columns.
+    check_local_data(
+        data,
+        task,
+        text_field=str(training.get("dataset_text_field", "text")),
+        with_eval=str(training.get("eval_strategy", "no")) != "no",
+    )
     return recipe
 
 

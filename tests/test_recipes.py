@@ -33,9 +33,11 @@ def write_recipe(folder: Path, body: dict, name: str = "recipe.yaml") -> Path:
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    """load_recipe only checks that a local model path exists."""
+    """load_recipe checks a local model folder's files (config, safetensors weights), never loads them."""
     folder = tmp_path / "model"
     folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    (folder / "model.safetensors").write_bytes(b"")
     return folder
 
 
