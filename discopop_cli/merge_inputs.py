@@ -34,6 +34,22 @@ _QUANTIZED_SUFFIXES = (
 )
 
 
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a model or adapter folder; a damaged one is a one-line error naming the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); restore the {what}'s copy of it") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} holds a {type(value).__name__}, not a JSON object; restore the {what}'s copy of it")
+    return value
+
+
+def _unreadable(path: Path, exc: Exception, what: str) -> UserError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return UserError(f"{path} is not a readable safetensors file ({first}); re-save the {what}")
+
+
 @dataclass
 class BaseCheckpoint:
     """A base model folder: its config and, for every tensor, the file holding it, its dtype and shape."""
@@ -57,7 +73,7 @@ def read_base(folder: Path) -> BaseCheckpoint:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise UserError(f"base model {folder} has no config.json; is it a transformers model folder?")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_json(config_path, "base model")
     quantization = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
     if quantization:
         method = quantization.get("quant_method", "unknown method") if isinstance(quantization, dict) else "?"
@@ -68,7 +84,10 @@ def read_base(folder: Path) -> BaseCheckpoint:
     files = sorted(p.name for p in folder.glob("*.safetensors"))
     index_path = folder / "model.safetensors.index.json"
     if index_path.is_file():
-        files = sorted(set(json.loads(index_path.read_text(encoding="utf-8"))["weight_map"].values()))
+        weight_map = read_json(index_path, "base model").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise UserError(f"{index_path} has no weight_map; restore the base model's copy of it")
+        files = sorted(set(weight_map.values()))
     if not files:
         pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
         found = f" (it has {', '.join(pickled)})" if pickled else ""
@@ -80,10 +99,13 @@ def read_base(folder: Path) -> BaseCheckpoint:
     for name in files:
         if not (folder / name).is_file():
             raise UserError(f"base model {folder} is missing {name}, which its index lists")
-        with safe_open(folder / name, framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                view = handle.get_slice(key)
-                tensors[key] = (name, view.get_dtype(), tuple(view.get_shape()))
+        try:
+            with safe_open(folder / name, framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    view = handle.get_slice(key)
+                    tensors[key] = (name, view.get_dtype(), tuple(view.get_shape()))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+            raise _unreadable(folder / name, exc, "base model") from None
     quantized = sorted(k for k in tensors if k.endswith(_QUANTIZED_SUFFIXES))
     if quantized:
         raise UserError(f"base model {folder} holds quantized weights ({quantized[0]}, ...); merging is not exact")
@@ -106,9 +128,13 @@ def read_adapter(folder: Path) -> Adapter:
             f"{folder} has no adapter_model.safetensors"
             + ("; it has adapter_model.bin, and discopop merge reads safetensors only" if pickled else "")
         )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_json(config_path, "adapter")
     _check_adapter_config(config, folder)
-    tensors = {key.removeprefix(PEFT_PREFIX): value for key, value in load_file(weights).items()}
+    try:
+        loaded = load_file(weights)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+        raise _unreadable(weights, exc, "adapter") from None
+    tensors = {key.removeprefix(PEFT_PREFIX): value for key, value in loaded.items()}
     return Adapter(folder=folder, config=config, tensors=tensors)
 
 

@@ -58,7 +58,12 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
         raise UserError(
             f"{model_dir} is not a Hugging Face model directory (no config.json); pass the folder of a saved model"
         )
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{config_file} is not valid JSON ({exc}); restore the model's config.json") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file} is not a JSON object; restore the model's config.json")
     if "text_config" in config and "hidden_size" not in config:
         raise UserError(f"{model_dir} is a multimodal model; discopop export --gguf converts text-only causal LMs")
     return config
@@ -131,7 +136,9 @@ def _companions(
 
 def _check_destinations(gguf_path: Path, companions: list[Companion], force: bool) -> None:
     from discopop_cli.outputs import check_destination
+    from discopop_cli.recipes import check_output_location
 
+    check_output_location(gguf_path, "--output")
     if gguf_path.is_dir():
         raise UserError(f"output file {gguf_path} is a directory; pass a .gguf file path to --output")
     check_destination(gguf_path, force=force, what="output file")
