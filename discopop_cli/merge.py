@@ -64,10 +64,7 @@ def run_merge(
     from discopop_cli.safetensors_stream import parse_size
 
     started = time.monotonic()
-    from discopop_cli.recipes import check_output_location
-
     output = output.expanduser()
-    check_output_location(output, "--output")
     check_destination(output, force=force, what="output")
     out_dtype = _output_dtype(dtype)
     try:

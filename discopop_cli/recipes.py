@@ -12,7 +12,6 @@ import difflib
 import enum
 import functools
 import json
-import os
 import re
 import types
 import typing
@@ -282,18 +281,6 @@ def _check_model_folder(source: str, value: Any, training: dict[str, Any]) -> No
     )
 
 
-def check_output_location(path: Path, option: str) -> None:
-    """An output path must be creatable: no file where a folder of it would go, and its nearest folder writable."""
-    path = Path(path).expanduser()
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"{option} {path}: {parent} is a file, not a folder; choose another path")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise UserError(f"{option} {path}: {parent} is not writable; choose another path")
-            return
-
-
 def looks_local(value: str) -> bool:
     """A path, not a Hub id: Hub ids are `name` or `org/name`, never starting with '.', '/' or '~'."""
     return value.startswith((".", "/", "~")) or value.count("/") > 1
@@ -360,7 +347,6 @@ def load_recipe(
     data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path)
     training.setdefault("output_dir", f"outputs/{path.stem}")
     raw["output_dir"] = training["output_dir"]
-    check_output_location(Path(str(training["output_dir"])), "output_dir")
 
     if not quiet:
         for message in messages:

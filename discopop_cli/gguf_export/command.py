@@ -136,9 +136,7 @@ def _companions(
 
 def _check_destinations(gguf_path: Path, companions: list[Companion], force: bool) -> None:
     from discopop_cli.outputs import check_destination
-    from discopop_cli.recipes import check_output_location
 
-    check_output_location(gguf_path, "--output")
     if gguf_path.is_dir():
         raise UserError(f"output file {gguf_path} is a directory; pass a .gguf file path to --output")
     check_destination(gguf_path, force=force, what="output file")
