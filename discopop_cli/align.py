@@ -59,6 +59,7 @@ def _train(
 
     started = time.monotonic()
     training.check_quantization(model_args)
+    training.check_model_config(model_args, config)
     training.quiet_library_deprecations()
     tokenizer = training.load_tokenizer(recipe, model_args, config)
     train_dataset, eval_dataset = data.load_datasets(recipe.data, with_eval=training.eval_enabled(config))
@@ -73,17 +74,18 @@ def _train(
     with run_directory(destination, force=force) as final:
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
         trainer_cls = build_trainer_class()
-        dpo = trainer_cls(
-            model=model_args.model_name_or_path,
-            args=config,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=tokenizer,
-            peft_config=get_peft_config(model_args),
-            quantization_config=get_quantization_config(model_args),
-            loss_plan=loss_plan,
-            max_prompt_length=recipe.extras.get("max_prompt_length"),
-        )
+        with training.model_loading(model_args.model_name_or_path):  # TRL loads the model in its constructor
+            dpo = trainer_cls(
+                model=model_args.model_name_or_path,
+                args=config,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=tokenizer,
+                peft_config=get_peft_config(model_args),
+                quantization_config=get_quantization_config(model_args),
+                loss_plan=loss_plan,
+                max_prompt_length=recipe.extras.get("max_prompt_length"),
+            )
         if dpo.prompts_truncated:
             notice(
                 f"max_prompt_length: {dpo.prompts_truncated} prompt(s) cut to their last "

@@ -79,7 +79,7 @@ def _load_model(model_args: Any, config: Any) -> Any:
     from trl import get_quantization_config
     from trl.trainer.utils import create_model_from_path
 
-    from discopop_cli.training import model_init_kwargs
+    from discopop_cli.training import model_init_kwargs, model_loading
 
     kwargs = model_init_kwargs(model_args, config)
     quantization = get_quantization_config(model_args)
@@ -87,12 +87,8 @@ def _load_model(model_args: Any, config: Any) -> Any:
         kwargs["quantization_config"] = quantization
     if config.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
         kwargs["device_map"] = None  # each process holds its own copy; "auto" would spread one over all GPUs
-    name = model_args.model_name_or_path
-    try:
-        return create_model_from_path(name, **kwargs)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"could not load the model {name}: {first}") from None
+    with model_loading(model_args.model_name_or_path):
+        return create_model_from_path(model_args.model_name_or_path, **kwargs)
 
 
 def _adopt_tokenizer_template(tokenizer: Any, config: Any) -> None:
@@ -194,6 +190,7 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, forc
 
     started = time.monotonic()
     training.check_quantization(model_args)
+    training.check_model_config(model_args, config)
     training.quiet_library_deprecations()
     tokenizer = training.load_tokenizer(recipe, model_args, config)
     _adopt_tokenizer_template(tokenizer, config)

@@ -6,7 +6,9 @@ report. Where the run's files go is run_directory's concern.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,8 @@ def load_tokenizer(recipe: Any, model_args: Any, config: Any) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(
             name, revision=model_args.model_revision, trust_remote_code=config.trust_remote_code
         )
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"could not load the tokenizer of {name}: {first}") from None
     if recipe.extras.get("chat_template"):
         tokenizer.chat_template = recipe.extras["chat_template"]
@@ -87,6 +89,30 @@ def model_init_kwargs(model_args: Any, config: Any) -> dict[str, Any]:
     }
     kwargs.update(config.model_init_kwargs or {})
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def check_model_config(model_args: Any, config: Any) -> None:
+    """Read the model's config.json (no weights) so an unreadable or unknown one is refused before any loading."""
+    from transformers import AutoConfig
+
+    name = model_args.model_name_or_path
+    try:
+        AutoConfig.from_pretrained(name, revision=model_args.model_revision, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"could not read the model config of {name}: {first}") from None
+
+
+@contextlib.contextmanager
+def model_loading(name: str) -> Iterator[None]:
+    """A model folder that passed the early checks but cannot be read is one line naming it, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"could not load the model {name}: {first}") from None
 
 
 def check_quantization(model_args: Any) -> None:

@@ -58,6 +58,8 @@ def recipe(data: str, **changes: Any) -> str:
 # tokenizer): a case that got as far as loading would fail with another message.
 UNLOADABLE_MODEL = {"model/config.json": "{}", "model/model.safetensors": b""}
 PICKLED_MODEL = {"model/model.safetensors": None, "model/pytorch_model.bin": b"\x80\x02}q\x00."}
+# The tiny model with its weights file cut short: found by the early checks, refused by the load itself.
+DAMAGED_MODEL = {"model": "@tiny", "model/model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{"}
 
 
 def align_files(**changes: Any) -> dict[str, Any]:
@@ -175,6 +177,13 @@ CASES = [
         "use_safetensors: false",
     ),
     case(
+        "align-damaged-weights",
+        ALIGN,
+        {"recipe.yaml": recipe("pairs.jsonl"), "pairs.jsonl": jsonl(PAIRS), **DAMAGED_MODEL},
+        2,
+        "could not load the model {tmp}/model: Error while deserializing header",
+    ),
+    case(
         "align-output-under-a-file",
         ALIGN,
         {**align_files(output_dir="{tmp}/afile/out"), "afile": "not a folder"},
@@ -248,6 +257,20 @@ CASES = [
         {**sft_files(), **PICKLED_MODEL},
         2,
         "safetensors",
+    ),
+    case(
+        "sft-config-without-model-type",
+        SFT,
+        {"recipe.yaml": recipe("chat.jsonl"), "chat.jsonl": jsonl(CHATS), "model": TINY, "model/config.json": "{}"},
+        2,
+        "could not read the model config of {tmp}/model: Unrecognized model",
+    ),
+    case(
+        "sft-damaged-weights",
+        SFT,
+        {"recipe.yaml": recipe("chat.jsonl"), "chat.jsonl": jsonl(CHATS), **DAMAGED_MODEL},
+        2,
+        "could not load the model {tmp}/model: Error while deserializing header",
     ),
     case(
         "sft-output-under-a-file",
