@@ -10,17 +10,10 @@ Notation in the formulas: ``d = (pc - pr) - (rc - rr)``, ``x = beta * d``, ``sig
 ``-log sig(x)`` the DPO logistic loss and ``relu(1 - x)`` the hinge loss. Batch statistics (mean, std, var)
 run over the pairs of the micro-batch with the unbiased estimators and are not detached.
 
-Numerics, the same for every loss (tested over float32, bfloat16 and float16 inputs and |x| up to 1e4):
-
-- Losses are computed in float32 at least: float16/bfloat16 inputs are upcast before any arithmetic (in float16
-  even `pc - pr` can overflow); float64 stays float64. Gradients flowing back into float16/bfloat16 inputs
-  saturate at the dtype's largest finite value instead of overflowing to inf.
-- Where a formula's value is representable it is computed exactly, in log space where the literal form overflows
-  (`discopop`). The pure exponential terms of `cell` and `dbaql` are exact up to an exponent of 50 (e^50 = 5.2e21)
-  and continue along their tangent line beyond it: finite, increasing, with a constant slope of e^50.
-- The batch-statistic losses (`aql`, `aqfl`, `dbaql`) with one pair per device: the unbiased std/var of a
-  single value is undefined, so the spread is taken as 0 (and its gradient as 0). `aqfl` then has q0 = 0 and
-  `dbaql` blends its two terms half and half (c = sig(0) = 0.5).
+Numerics (loss_numerics.py): computed in float32 at least, finite in value and gradient for float32, bfloat16
+and float16 inputs with |x| up to 1e4 (tested); `discopop` in log space, so exact everywhere; the exponential
+terms of `cell` and `dbaql` exact up to e^50 and continued on their tangent beyond; with one pair per device the
+batch statistics of `aql`, `aqfl` and `dbaql` see no spread (std = var = 0).
 """
 
 from __future__ import annotations
@@ -31,13 +24,13 @@ import importlib.metadata
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from discopop_cli.errors import UserError
+from discopop_cli.loss_numerics import batch_std, batch_var, margin, nll, safe_exp
 
 LossFn = Callable[..., Tensor]
 
@@ -178,7 +171,9 @@ def get_spec(name: str) -> LossSpec:
     """The spec for a registered name or alias, or for a user loss given as `package.module:function`."""
     _load_plugins()
     if ":" in name:
-        return _user_spec(name)
+        from discopop_cli.user_losses import user_spec
+
+        return user_spec(name)
     key = name.strip()
     for candidate in (key, key.lower()):
         if candidate in _REGISTRY:
@@ -203,140 +198,6 @@ def get_loss(name: str) -> LossFn:
     return get_spec(name).fn
 
 
-def _user_spec(target: str) -> LossSpec:
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise UserError(f"loss `{target}` is not of the form `package.module:function`; fix the spelling.")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(
-            f"cannot import module `{module_name}` for loss `{target}` ({exc}); "
-            "install it or add its directory to PYTHONPATH."
-        ) from None
-    except Exception as exc:
-        raise UserError(f"importing module `{module_name}` for loss `{target}` failed: {exc!r}") from None
-    obj: object = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UserError(f"module `{module_name}` has no attribute `{attr}` (loss `{target}`); check the name.")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UserError(f"`{target}` is a {type(obj).__name__}, not a function; point it at a loss function.")
-    try:
-        parameters = list(inspect.signature(obj).parameters)
-    except (TypeError, ValueError):
-        parameters = []
-    if parameters[:1] == ["self"]:
-        fn = _wrap_paper_form(obj, target)
-        params: dict[str, float] = {}
-    else:
-        try:
-            _check_standard(obj)
-            params = _params_of(obj)
-        except ValueError as exc:
-            raise UserError(
-                f"loss `{target}` has the wrong signature: {exc}; or write it as "
-                f"f(self, {', '.join(_STANDARD_ARGS)}) reading self.beta."
-            ) from None
-        fn = obj
-    return LossSpec(
-        name=target,
-        fn=fn,
-        long_name=getattr(obj, "__name__", attr),
-        formula=_formula_of(obj),
-        params=params,
-        source=target,
-    )
-
-
-def _wrap_paper_form(fn: Callable, target: str) -> LossFn:
-    """Adapt the paper's `f(self, pc, pr, rc, rr)` (reading `self.beta`) to the standard signature."""
-    try:
-        inspect.signature(fn).bind(None, *_STANDARD_ARGS)
-    except TypeError as exc:
-        raise UserError(f"loss `{target}` must take (self, {', '.join(_STANDARD_ARGS)}): {exc}") from None
-
-    def paper_loss(
-        policy_chosen_logps: Tensor,
-        policy_rejected_logps: Tensor,
-        reference_chosen_logps: Tensor,
-        reference_rejected_logps: Tensor,
-        *,
-        beta: float,
-        **params: float,
-    ) -> Tensor:
-        owner = SimpleNamespace(beta=beta, **params)
-        return fn(owner, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
-
-    paper_loss.__name__ = getattr(fn, "__name__", "paper_loss")
-    paper_loss.__doc__ = fn.__doc__
-    return paper_loss
-
-
-# --- numerics -----------------------------------------------------------------------------------------
-
-
-EXP_EXACT_UP_TO = 50.0
-"""`_exp` is exact for exponents up to this and continues along its tangent line beyond it."""
-
-
-class _SaturatingUpcast(torch.autograd.Function):
-    """`t.to(dtype)` whose backward clamps the gradient to the finite range of `t`'s own dtype: a float16
-    input would otherwise receive inf wherever the float32 gradient exceeds 65504."""
-
-    @staticmethod
-    def forward(ctx, t: Tensor, dtype: torch.dtype) -> Tensor:  # noqa: ANN001
-        ctx.source_dtype = t.dtype
-        return t.to(dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
-        limit = torch.finfo(ctx.source_dtype).max
-        return grad.clamp(-limit, limit).to(ctx.source_dtype), None
-
-
-def _upcast(t: Tensor, dtype: torch.dtype) -> Tensor:
-    if t.dtype == dtype:
-        return t
-    if t.dtype in (torch.float16, torch.bfloat16) and t.requires_grad:
-        return _SaturatingUpcast.apply(t, dtype)
-    return t.to(dtype)
-
-
-def _margin(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor) -> Tensor:
-    """d = (pc - pr) - (rc - rr), in float32 at least (float64 stays float64), upcast before subtracting."""
-    dtype = torch.promote_types(torch.promote_types(pc.dtype, pr.dtype), torch.float32)
-    dtype = torch.promote_types(torch.promote_types(dtype, rc.dtype), rr.dtype)
-    pc, pr, rc, rr = (_upcast(t, dtype) for t in (pc, pr, rc, rr))
-    return (pc - pr) - (rc - rr)
-
-
-def _exp(u: Tensor) -> Tensor:
-    """exp(u) for u <= EXP_EXACT_UP_TO; beyond, the tangent line exp(T) * (1 + u - T), finite with slope exp(T)."""
-    capped = u.clamp(max=EXP_EXACT_UP_TO)
-    return torch.exp(capped) * (1.0 + (u - capped))
-
-
-def _nll(x: Tensor) -> Tensor:
-    """-log sig(x), exact and finite for every finite x."""
-    return -F.logsigmoid(x)
-
-
-def _batch_var(z: Tensor) -> Tensor:
-    """Unbiased variance over the batch; 0 for a single pair, where the unbiased estimator is undefined."""
-    if z.numel() < 2:
-        return z.new_zeros(())
-    return z.var(correction=1)
-
-
-def _batch_std(z: Tensor) -> Tensor:
-    """sqrt of `_batch_var`, with gradient 0 (not nan) where the spread is exactly 0."""
-    var = _batch_var(z)
-    positive = var > 0
-    return torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
-
-
 # --- the DiscoPOP family ------------------------------------------------------------------------------
 
 
@@ -356,9 +217,9 @@ def discopop(
     exp(-x + log sig(x / tau)), which is finite where the literal form gives 0 * inf = nan (x < -88 in
     float32); with tau <= 1 the loss and its gradient are finite for every finite x.
     """
-    x = beta * _margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    x = beta * margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     z = x / discopop_tau
-    return torch.sigmoid(-z) * _nll(x) + torch.exp(F.logsigmoid(z) - x)
+    return torch.sigmoid(-z) * nll(x) + torch.exp(F.logsigmoid(z) - x)
 
 
 @register_loss("padll", long_name="Performance Adaptive Decay Logistic Loss")
@@ -374,9 +235,9 @@ def padll(
 
     The indicator [d < 0] carries no gradient; the gradient flows through x.
     """
-    d = _margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    d = margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     w = 0.9 * (1.0 - 0.5 * (d < 0).to(d.dtype))
-    return w * _nll(beta * d)
+    return w * nll(beta * d)
 
 
 @register_loss("cell", long_name="Combined Exponential + Logistic Loss")
@@ -392,8 +253,8 @@ def cell(
 
     exp(-x) is exact for x >= -50 and continues along its tangent line below (see the module's numerics).
     """
-    x = beta * _margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
-    return 0.5 * _exp(-x) + 0.5 * _nll(x)
+    x = beta * margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    return 0.5 * safe_exp(-x) + 0.5 * nll(x)
 
 
 @register_loss("pfl", long_name="Policy Focused Loss")
@@ -409,9 +270,9 @@ def pfl(
 
     The test pc > pr reads the policy alone and carries no gradient; the gradient flows through x.
     """
-    x = beta * _margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    x = beta * margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     policy_prefers_chosen = policy_chosen_logps > policy_rejected_logps
-    return torch.where(policy_prefers_chosen, 0.5 * _nll(x), 2.0 * torch.relu(1.0 - x))
+    return torch.where(policy_prefers_chosen, 0.5 * nll(x), 2.0 * torch.relu(1.0 - x))
 
 
 @register_loss("aql", long_name="Adaptive Quantile Loss")
@@ -429,11 +290,11 @@ def aql(
 
     mean runs over the pairs of the micro-batch and is not detached.
     """
-    x = beta * _margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    x = beta * margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     z = x / discopop_tau
     q = 0.5 + 0.01 * (torch.sigmoid(z.mean()) - 0.5)
     w = torch.sigmoid(-(z - q))
-    return w * _nll(x) + (1.0 - w) * torch.relu(1.0 - x)
+    return w * nll(x) + (1.0 - w) * torch.relu(1.0 - x)
 
 
 @register_loss("aqfl", long_name="Adaptive Quantile Feedback Loss")
@@ -453,12 +314,12 @@ def aqfl(
     pair the unbiased std is undefined; it is taken as 0 (no spread), and where the spread is exactly 0
     its gradient is taken as 0, so the loss and its gradient stay finite.
     """
-    x = beta * _margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    x = beta * margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     z = x / discopop_tau
-    q0 = _batch_std(z) * torch.sigmoid(-z).mean()
+    q0 = batch_std(z) * torch.sigmoid(-z).mean()
     q = q0 + 0.05 * (torch.sigmoid(z.mean()) - q0)
     b = torch.sigmoid(0.1 * (z - q).abs())
-    return b * _nll(x) + (1.0 - b) * torch.relu(1.0 - x)
+    return b * nll(x) + (1.0 - b) * torch.relu(1.0 - x)
 
 
 @register_loss("dbaql", long_name="Dynamic Blended Adaptive Quantile Loss")
@@ -477,6 +338,6 @@ def dbaql(
     unbiased variance is undefined; it is taken as 0 (no spread, c = 0.5), so the loss stays finite.
     exp(-0.9 * x) is exact for x >= -50 / 0.9 and continues along its tangent line below.
     """
-    x = beta * _margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
-    c = torch.sigmoid(_batch_var(x / discopop_tau))
-    return c * _nll(x / 0.9) + (1.0 - c) * _exp(-0.9 * x)
+    x = beta * margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    c = torch.sigmoid(batch_var(x / discopop_tau))
+    return c * nll(x / 0.9) + (1.0 - c) * safe_exp(-0.9 * x)
