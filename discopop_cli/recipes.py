@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
-import functools
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +18,11 @@ from typing import Any
 import yaml
 
 from discopop_cli.console import notice, warn
-from discopop_cli.data import DATA_KEYS, DataSpec, check_local_data, parse_data_spec, resolve_local
+from discopop_cli.data import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
+from discopop_cli.data_checks import check_local_data
 from discopop_cli.errors import UserError
 from discopop_cli.legacy import translate_legacy
+from discopop_cli.recipe_types import SECRET_KEYS, check_types, type_hints
 
 # Keys the project itself implements on top of TRL, per command.
 PROJECT_KEYS: dict[str, set[str]] = {
@@ -173,77 +171,6 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return _numbers(raw)
 
 
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - a hint that does not resolve is not checked
-        return {}
-
-
-def _accepts(hint: Any, value: Any) -> bool:
-    """Whether `value` fits a dataclass field hint, as far as YAML values can: lenient where unsure."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any or hint is None:
-        return True
-    if hint is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in args)
-    if origin is typing.Literal:
-        return value in args
-    if origin in (list, tuple, set) or hint in (list, tuple, set):
-        # TRL and transformers take one item where they take a list (loss_type: discopop, report_to: none).
-        item = args[0] if args else Any
-        if isinstance(value, list):
-            return all(_accepts(item, v) for v in value)
-        return args != () and _accepts(item, value)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return isinstance(value, str | hint)
-    return True  # another class (e.g. accelerate's ParallelismConfig): left to TRL
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_describe(arg) for arg in args if arg is not type(None)]
-        return " or ".join(dict.fromkeys(parts))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, tuple, set) or hint in (list, tuple, set):
-        return f"a list of {_describe(args[0])}s" if args and args[0] is not Any else "a list"
-    if origin is dict or hint is dict:
-        return "a mapping"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    if hint in names:
-        return names[hint]
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return "a string"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _check_types(source: str, values: dict[str, Any], hints: dict[str, Any]) -> None:
-    for key, value in values.items():
-        hint = hints.get(key)
-        if hint is None or value is None or _accepts(hint, value):
-            continue
-        shown = f"a {type(value).__name__}" if key in SECRET_KEYS else repr(value)  # never echo a token
-        raise UserError(
-            f"{source}: '{key}' must be {_describe(hint)}, got {shown}; fix the value in the recipe "
-            f"(or override it with --set {key}=...)"
-        )
-
-
 def allows_pickle(training: dict[str, Any]) -> bool:
     """The explicit opt-in to pickled weights: `model_init_kwargs: {use_safetensors: false}` in the recipe."""
     kwargs = training.get("model_init_kwargs")
@@ -340,9 +267,9 @@ def load_recipe(
     extras = {k: v for k, v in raw.items() if k in project_keys}
     from trl import ModelConfig
 
-    _check_types(path.name, model, _type_hints(ModelConfig))
-    _check_types(path.name, training, _type_hints(_training_config_class(task)))
-    _check_types(path.name, extras, PROJECT_TYPES)
+    check_types(path.name, model, type_hints(ModelConfig))
+    check_types(path.name, training, type_hints(_training_config_class(task)))
+    check_types(path.name, extras, PROJECT_TYPES)
     _check_model_folder(path.name, raw["model_name_or_path"], training)
     data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path)
     training.setdefault("output_dir", f"outputs/{path.stem}")
@@ -409,9 +336,6 @@ def check_no_accelerator(recipe: Recipe) -> bool:
     extra = f" ({', '.join(changed)} turned off)" if changed else ""
     notice(f"no GPU found: training on the CPU in float32{extra}")
     return True
-
-
-SECRET_KEYS = {"hub_token", "trackio_token", "wandb_api_key"}
 
 
 def dump_resolved(resolved: dict[str, Any]) -> str:
