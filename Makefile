@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint format demo clean
+.PHONY: install test lint format demo bench clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,13 @@ demo: install
 	$(VENV)/bin/discopop merge outputs/tiny-align-lora --output outputs/tiny-aligned --force
 	$(VENV)/bin/discopop export outputs/tiny-aligned --gguf --force --verify
 	$(PY) -m discopop_cli.gguf_export.chat_turn outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf
+
+# Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,
+# also written to bench/RESULTS.md. Not part of `test`; about 10 minutes on 2 cores. `make bench BENCH_ARGS=--quick`
+# is a one-run smoke test with small models that writes no file.
+BENCH_ARGS ?=
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build outputs .pytest_cache .ruff_cache

@@ -4,52 +4,36 @@ Builds a random-weight Gemma of a few hundred MB offline (bf16 safetensors, the 
 model's SentencePiece + ChatML tokenizer), then converts it to F16 GGUF both ways, each in its own subprocess,
 and reports wall time and peak RSS (from wait4's rusage) with their ratios. With llama-cpp-python installed it also
 compares the Q4_K_M pipelines: `discopop export --quant q4_k_m` against llama.cpp's converter followed by its
-quantizer. It then checks that both F16 files hold the same tensor data.
+quantizer. Commands alternate, `--runs` times each, and figures are medians. It then checks that both F16 files
+hold the same tensor data. `make bench` runs this through bench/run.py.
 
 llama.cpp's converter (`convert_hf_to_gguf.py` with its `conversion` package and `gguf-py`) ships in the
 llama-cpp-python source distribution, under vendor/llama.cpp. Point --llama-cpp at that folder, or let the script
 fetch the sdist of the installed llama-cpp-python version with pip into --cache. It is run as it is, never copied.
 
-    python bench/export_vs_llamacpp.py [--layers 8] [--llama-cpp DIR] [--cache DIR] [--keep]
+    python bench/export_vs_llamacpp.py [--layers 8] [--runs 3] [--llama-cpp DIR] [--cache DIR] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from measure import PYTHON, ROOT, VENV_BIN, Row, Sample, Settings, alternate, measure, med_rss, med_seconds
 
-
-@dataclass
-class Run:
-    label: str
-    seconds: float
-    peak_rss_mb: float
-
-
-def measure(label: str, command: list[str]) -> Run:
-    """Wall time and peak resident memory of one child process (ru_maxrss is in KiB on Linux)."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-            raise SystemExit(f"{label} failed: {' '.join(command)}")
-    return Run(label, seconds, usage.ru_maxrss / 1024)
+QUANTIZE = (
+    "import ctypes, sys, llama_cpp; p = llama_cpp.llama_model_quantize_default_params(); "
+    "p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M; "
+    "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))"
+)
+"""llama.cpp's quantizer through llama-cpp-python's binding of `llama_model_quantize`: the f16 GGUF to Q4_K_M."""
 
 
 def build_model(folder: Path, layers: int) -> Path:
@@ -122,81 +106,90 @@ def same_tensors(ours: Path, theirs: Path) -> bool:
     return not differing
 
 
-def report(pairs: list[tuple[Run, Run]]) -> None:
-    print(f"\n{'':<34}{'seconds':>9}{'peak RSS MB':>13}")
-    for ours, theirs in pairs:
-        for run in (ours, theirs):
-            print(f"{run.label:<34}{run.seconds:>9.1f}{run.peak_rss_mb:>13.0f}")
-        print(
-            f"{'  ratio discopop / llama.cpp':<34}{ours.seconds / theirs.seconds:>9.2f}"
-            f"{ours.peak_rss_mb / theirs.peak_rss_mb:>13.2f}\n"
-        )
+def combined(convert: Sample, quantize: Sample) -> Sample:
+    """llama.cpp's two steps as one pipeline: times add up, the peak is the larger of the two."""
+    return Sample(convert.seconds + quantize.seconds, max(convert.rss_mib, quantize.rss_mib))
+
+
+def run_all(work: Path, source: Path, layers: int, runs: int) -> tuple[dict[str, list[Sample]], bool]:
+    """Build the model once (kept in `work`), then the alternating conversions; returns the samples and whether
+    the two F16 files hold the same tensor data."""
+    model_dir = work / "gemma"
+    if not (model_dir / "config.json").is_file():
+        measure([PYTHON, str(Path(__file__).resolve()), "--build-model", str(work), "--layers", str(layers)])
+    discopop = [str(VENV_BIN / "discopop"), "export", str(model_dir), "--gguf", "--force"]
+    converter = [PYTHON, str(source / "convert_hf_to_gguf.py"), str(model_dir), "--outtype", "f16"]
+    ours_f16, theirs_f16, theirs_q4 = work / "ours-f16.gguf", work / "llamacpp-f16.gguf", work / "llamacpp-q4.gguf"
+    samples = alternate(
+        {
+            "ours_f16": lambda: measure([*discopop, "--quant", "f16", "-o", str(ours_f16)]),
+            "llamacpp_f16": lambda: measure([*converter, "--outfile", str(theirs_f16)]),
+            "ours_q4": lambda: measure([*discopop, "--quant", "q4_k_m", "-o", str(work / "ours-q4_k_m.gguf")]),
+            "llamacpp_quantize": lambda: measure([PYTHON, "-c", QUANTIZE, str(theirs_f16), str(theirs_q4)]),
+        },
+        runs,
+    )
+    steps = zip(samples["llamacpp_f16"], samples["llamacpp_quantize"], strict=True)
+    samples["llamacpp_q4"] = [combined(*pair) for pair in steps]
+    # In a child too: reading both files here would raise this process's peak, which later children inherit.
+    compared = measure([PYTHON, str(Path(__file__).resolve()), "--compare", str(ours_f16), str(theirs_f16)])
+    return samples, compared.stdout.strip().endswith("identical")
+
+
+def rows(settings: Settings) -> list[Row]:
+    layers = 2 if settings.quick else 8
+    source = llama_cpp_source(None, Path.home() / ".cache" / "discopop-bench")
+    samples, identical = run_all(settings.workdir / f"export-{layers}", source, layers, settings.runs)
+    f16 = "export f16: `discopop export --quant f16` vs llama.cpp's `convert_hf_to_gguf.py --outtype f16`"
+    q4 = "export q4_k_m: `discopop export --quant q4_k_m` vs llama.cpp's convert to f16, then quantize"
+    step = "export q4_k_m: the same vs llama.cpp's quantize step alone (from its f16 file)"
+    same = "F16 tensor data identical" if identical else "F16 tensor data DIFFERS"
+    result = []
+    for task, ours, theirs, target, note in [
+        (f16, "ours_f16", "llamacpp_f16", 1.0, same),
+        (q4, "ours_q4", "llamacpp_q4", 1.0, ""),
+        (step, "ours_q4", "llamacpp_quantize", None, ""),
+    ]:
+        a, b = samples[ours], samples[theirs]
+        result.append(Row(task, "wall time", med_seconds(a), med_seconds(b), target, "s", note))
+        result.append(Row(task, "peak RSS", med_rss(a), med_rss(b), target, "MiB"))
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8, help="Gemma blocks (about 30 MB of bf16 each; default 8).")
+    parser.add_argument("--runs", type=int, default=3, help="Runs of each command, alternating (medians reported).")
     parser.add_argument("--llama-cpp", type=Path, help="The unpacked llama-cpp-python sdist (or its vendor/llama.cpp).")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "discopop-bench")
     parser.add_argument("--keep", action="store_true", help="Keep the model and GGUF files (printed at the end).")
     parser.add_argument("--build-model", type=Path, help=argparse.SUPPRESS)  # the child that builds the model
+    parser.add_argument("--compare", nargs=2, type=Path, help=argparse.SUPPRESS)  # the child that compares
     args = parser.parse_args()
     if args.build_model:
         build_model(args.build_model, args.layers)
         return
+    if args.compare:
+        print("identical" if same_tensors(*args.compare) else "different")
+        return
 
     work = Path(tempfile.mkdtemp(prefix="discopop-bench-"))
     try:
-        source = llama_cpp_source(args.llama_cpp, args.cache)
-        subprocess.run([sys.executable, __file__, "--build-model", str(work), "--layers", str(args.layers)], check=True)
-        model_dir = work / "gemma"
-        discopop = [sys.executable, "-m", "discopop_cli.cli", "export", str(model_dir), "--gguf", "--force"]
-        converter = [sys.executable, str(source / "convert_hf_to_gguf.py"), str(model_dir)]
-
-        ours_f16 = work / "ours-f16.gguf"
-        theirs_f16 = work / "llamacpp-f16.gguf"
-        pairs = [
-            (
-                measure("discopop export --quant f16", [*discopop, "--quant", "f16", "-o", str(ours_f16)]),
-                measure("convert_hf_to_gguf.py --outtype f16", [*converter, "--outtype", "f16", "--outfile", str(theirs_f16)]),
-            )
-        ]  # fmt: skip
-        try:
-            import llama_cpp  # noqa: F401
-
-            has_quantizer = True
-        except ImportError:
-            has_quantizer = False
-            print("llama-cpp-python is not installed: skipping the Q4_K_M comparison")
-        if has_quantizer:
-            quantize = (
-                "import ctypes, sys, llama_cpp; p = llama_cpp.llama_model_quantize_default_params(); "
-                "p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M; "
-                "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))"
-            )
-            theirs_q4 = work / "llamacpp-q4_k_m.gguf"
-            ours_q4 = measure(
-                "discopop export --quant q4_k_m", [*discopop, "--quant", "q4_k_m", "-o", str(work / "q4" / "o.gguf")]
-            )
-            convert = measure(
-                "  convert_hf_to_gguf.py (f16)", [*converter, "--outtype", "f16", "--outfile", str(theirs_f16)]
-            )
-            quant = measure("  llama_model_quantize", [sys.executable, "-c", quantize, str(theirs_f16), str(theirs_q4)])
-            combined = Run(
-                "convert + quantize (llama.cpp)",
-                convert.seconds + quant.seconds,
-                max(convert.peak_rss_mb, quant.peak_rss_mb),
-            )
-            pairs.append((ours_q4, combined))  # fmt: skip
-        report(pairs)
-        print(
-            f"F16 tensor data identical to llama.cpp's converter: {'yes' if same_tensors(ours_f16, theirs_f16) else 'NO'}"
-        )
+        samples, identical = run_all(work, llama_cpp_source(args.llama_cpp, args.cache), args.layers, args.runs)
     finally:
         if args.keep:
             print(f"kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{'medians of ' + str(args.runs):<36}{'seconds':>9}{'peak RSS MiB':>14}")
+    for ours, theirs in [("ours_f16", "llamacpp_f16"), ("ours_q4", "llamacpp_q4")]:
+        for name in (ours, theirs):
+            print(f"{name:<36}{med_seconds(samples[name]):>9.1f}{med_rss(samples[name]):>14.0f}")
+        time_ratio = med_seconds(samples[ours]) / med_seconds(samples[theirs])
+        print(
+            f"{'  ratio discopop / llama.cpp':<36}{time_ratio:>9.2f}{med_rss(samples[ours]) / med_rss(samples[theirs]):>14.2f}\n"
+        )
+    print(f"F16 tensor data identical to llama.cpp's converter: {'yes' if identical else 'NO'}")
 
 
 if __name__ == "__main__":

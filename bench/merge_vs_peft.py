@@ -1,12 +1,12 @@
 """Peak memory and wall time of `discopop merge` against peft's `merge_and_unload` + `save_pretrained`.
 
-    python bench/merge_vs_peft.py [--workdir DIR] [--layers 4] [--hidden 2048] [--dtype bfloat16]
+    python bench/merge_vs_peft.py [--workdir DIR] [--runs 3] [--layers 4] [--hidden 2048] [--dtype bfloat16]
 
 Offline and self-contained: it builds a randomly initialised Llama-architecture model (about 620 MB in bfloat16 with
-the defaults, in shards) and a LoRA adapter with non-zero B on every projection, then runs each merge in its own
-subprocess, side by side in one run, and reads each one's peak RSS from the kernel (`wait4`'s ru_maxrss). A third
-subprocess that only imports torch, transformers and peft gives the interpreter baseline both pay. Last, the two
-merged models are compared tensor by tensor.
+the defaults, in 200 MB shards) and a LoRA adapter with non-zero B on every projection, then runs each merge in its
+own subprocess, alternating, and reads each one's peak RSS from the kernel (`wait4`'s ru_maxrss); figures are
+medians. A third subprocess that only imports torch, transformers and peft gives the interpreter baseline both pay.
+Last, the two merged models are compared tensor by tensor. `make bench` runs this through bench/run.py.
 
 This parent process imports nothing heavy on purpose: a child's ru_maxrss starts from the parent's peak.
 """
@@ -15,28 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from measure import PYTHON, VENV_BIN, Row, Sample, Settings, alternate, measure, med_rss, med_seconds
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def run_measured(command: list[str]) -> tuple[float, float]:
-    """Run a command to completion; return (wall seconds, peak RSS in MiB) of that process alone."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}")
-    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def folder_mb(folder: Path) -> float:
@@ -124,22 +110,76 @@ def compare(ours: Path, theirs: Path, base: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Sizes:
+    layers: int = 4
+    hidden: int = 2048
+    intermediate: int = 5632
+    vocab: int = 32000
+    dtype: str = "bfloat16"
+    rank: int = 16
+
+    def flags(self) -> list[str]:
+        return [f"--{k}={v}" for k, v in vars(self).items()]
+
+
+@dataclass
+class Result:
+    ours: list[Sample]
+    peft: list[Sample]
+    imports: Sample
+    comparison: str
+    base_mb: float
+
+
+def run_all(workdir: Path, sizes: Sizes, runs: int) -> Result:
+    """Build the model and adapter once (kept in `workdir`), then the alternating merges and the comparison."""
+    me = [PYTHON, str(Path(__file__).resolve()), *sizes.flags()]
+    base, adapter = workdir / "base", workdir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        print(f"building a random Llama-architecture model and a rank-{sizes.rank} adapter in {workdir} ...")
+        measure([*me, "--child", "build", str(workdir)])
+    ours_out, peft_out = workdir / "merged-discopop", workdir / "merged-peft"
+    discopop = [str(VENV_BIN / "discopop"), "merge", str(adapter), "--output", str(ours_out), "--base", str(base)]
+
+    def peft() -> Sample:
+        shutil.rmtree(peft_out, ignore_errors=True)
+        return measure([*me, "--child", "peft", str(base), str(adapter), str(peft_out)])
+
+    samples = alternate({"ours": lambda: measure([*discopop, "--force"]), "peft": peft}, runs)
+    imports = measure([*me, "--child", "baseline"])
+    comparison = measure([*me, "--child", "compare", str(ours_out), str(peft_out), str(base)]).stdout.strip()
+    return Result(samples["ours"], samples["peft"], imports, comparison, folder_mb(base))
+
+
+def rows(settings: Settings) -> list[Row]:
+    sizes = Sizes(layers=2, hidden=1024, intermediate=2816, vocab=8000) if settings.quick else Sizes()
+    workdir = settings.workdir / f"merge-{sizes.layers}x{sizes.hidden}"
+    result = run_all(workdir, sizes, settings.runs)
+    shards = len(list((workdir / "base").glob("*.safetensors")))
+    task = f"merge: `discopop merge` vs peft `merge_and_unload` + `save_pretrained`, {result.base_mb:,.0f} MiB in {shards} shards"
+    identical = "outputs identical" if "max |discopop - peft| = 0 " in result.comparison else result.comparison
+    rss_note = f"{identical}; imports alone {result.imports.rss_mib:,.0f} MiB"
+    return [
+        Row(task, "wall time", med_seconds(result.ours), med_seconds(result.peft), None, "s"),
+        Row(task, "peak RSS", med_rss(result.ours), med_rss(result.peft), 0.6, "MiB", rss_note),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, help="Where models go (default: a temporary folder, removed after).")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--intermediate", type=int, default=5632)
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3, help="Merges of each kind, alternating (medians reported).")
+    for name, default in vars(Sizes()).items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sizes = Sizes(args.layers, args.hidden, args.intermediate, args.vocab, args.dtype, args.rank)
 
     if args.child:
         task, *paths = args.child
         if task == "build":
-            build(Path(paths[0]), args.layers, args.hidden, args.intermediate, args.vocab, args.dtype, args.rank)
+            build(Path(paths[0]), *vars(sizes).values())
         elif task == "peft":
             peft_merge(*map(Path, paths))
         elif task == "baseline":
@@ -150,36 +190,24 @@ def main() -> None:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="merge-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    me = [sys.executable, str(Path(__file__).resolve())]
-    sizes = ["--layers", str(args.layers), "--hidden", str(args.hidden), "--intermediate", str(args.intermediate)]
-    sizes += ["--vocab", str(args.vocab), "--dtype", args.dtype, "--rank", str(args.rank)]
     try:
-        if not (workdir / "adapter" / "adapter_config.json").is_file():
-            print(f"building a random Llama-architecture model and a rank-{args.rank} LoRA adapter in {workdir} ...")
-            run_measured([*me, *sizes, "--child", "build", str(workdir)])
-        base, adapter = workdir / "base", workdir / "adapter"
-        print(f"base: {folder_mb(base):,.0f} MB of safetensors ({args.dtype}); adapter: {folder_mb(adapter):,.1f} MB")
-
-        ours_out, peft_out = workdir / "merged-discopop", workdir / "merged-peft"
-        shutil.rmtree(peft_out, ignore_errors=True)
-        discopop = [sys.executable, "-m", "discopop_cli.cli", "merge", str(adapter), "--output", str(ours_out)]
-        ours = run_measured([*discopop, "--base", str(base), "--force"])
-        theirs = run_measured([*me, "--child", "peft", str(base), str(adapter), str(peft_out)])
-        idle = run_measured([*me, "--child", "baseline"])
-        run_measured([*me, "--child", "compare", str(ours_out), str(peft_out), str(base)])
+        result = run_all(workdir, sizes, args.runs)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-
+    print(f"base: {result.base_mb:,.0f} MB of safetensors ({sizes.dtype})")
+    print(result.comparison)
     print()
-    print(f"{'':30}{'wall s':>10}{'peak RSS MiB':>15}{'above imports':>15}")
-    for label, (seconds, rss) in [("discopop merge", ours), ("peft merge_and_unload + save", theirs)]:
-        print(f"{label:30}{seconds:>10.1f}{rss:>15,.0f}{rss - idle[1]:>15,.0f}")
-    print(f"{'imports only (torch, peft)':30}{idle[0]:>10.1f}{idle[1]:>15,.0f}{'-':>15}")
+    idle = result.imports.rss_mib
+    print(f"{'medians of ' + str(args.runs):30}{'wall s':>10}{'peak RSS MiB':>15}{'above imports':>15}")
+    for label, samples in [("discopop merge", result.ours), ("peft merge_and_unload + save", result.peft)]:
+        print(f"{label:30}{med_seconds(samples):>10.1f}{med_rss(samples):>15,.0f}{med_rss(samples) - idle:>15,.0f}")
+    print(f"{'imports only (torch, peft)':30}{result.imports.seconds:>10.1f}{idle:>15,.0f}{'-':>15}")
+    ours, theirs = med_rss(result.ours), med_rss(result.peft)
     print()
-    print(f"peak RSS, peft / discopop:                {theirs[1] / ours[1]:.2f}x")
-    print(f"peak RSS above imports, peft / discopop:  {(theirs[1] - idle[1]) / max(ours[1] - idle[1], 1):.2f}x")
-    print(f"wall time, peft / discopop:               {theirs[0] / ours[0]:.2f}x")
+    print(f"peak RSS, discopop / peft:                {ours / theirs:.2f}x")
+    print(f"peak RSS above imports, discopop / peft:  {(ours - idle) / max(theirs - idle, 1):.2f}x")
+    print(f"wall time, discopop / peft:               {med_seconds(result.ours) / med_seconds(result.peft):.2f}x")
 
 
 if __name__ == "__main__":
