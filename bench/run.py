@@ -35,7 +35,7 @@ def number(value: float, unit: str) -> str:
         return f"{value:,.0f} MiB"
     if unit == "ms":
         return f"{value:.2f} ms"
-    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+    return f"{value:.2f} s" if round(value, 2) < 10 else f"{value:.1f} s"
 
 
 def table(rows: list[Row]) -> str:
@@ -61,7 +61,8 @@ def results_file(rows: list[Row], settings: Settings, seconds: float, load_befor
             "",
             "Written by `make bench` (`bench/run.py`); see [README.md](README.md) for what each row runs. Ratios are",
             "ours / reference: below 1 means `discopop` is faster or smaller. Each figure is the median of "
-            f"{settings.runs} alternating runs, each command in its own process.",
+            f"{settings.runs} alternating runs (align training: {max(settings.runs, 5)}; start-up: "
+            f"{max(settings.runs, 5)}), each command in its own process.",
             "",
             f"- machine: {info['cpu']}, {info['memory']} RAM; {info['os']}",
             f"- versions: {info['versions']}",
