@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from discopop_cli.errors import UserError
+from discopop_cli.errors import UserError, first_line
 
 DATA_KEYS = {"dataset_mixture", "dataset_name", "dataset_config", "dataset_train_split", "dataset_test_split"}
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -210,9 +210,8 @@ def load_split(spec: DatasetSpec) -> Any:
     except UserError:
         raise
     except Exception as exc:  # datasets raises many types; the user needs the one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "" if path is not None else " (a Hub dataset needs the network or a local cache)"
-        raise UserError(f"could not load dataset {spec.label}: {first}{hint}") from None
+        raise UserError(f"could not load dataset {spec.label}: {first_line(exc)}{hint}") from None
     if spec.columns:
         missing = [c for c in spec.columns if c not in dataset.column_names]
         if missing:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from discopop_cli.data import FILE_BUILDERS, DatasetSpec, DataSpec, split_base
-from discopop_cli.errors import UserError
+from discopop_cli.errors import UserError, first_line
 
 # What each task reads: align needs preference pairs; sft one of its formats (see sft.select_sft_columns).
 _PAIR_COLUMNS = {"chosen", "rejected"}
@@ -66,8 +66,7 @@ def _file_preview(path: Path) -> tuple[int | None, list[str] | None]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"dataset {path} cannot be read ({exc}); fix or replace the file") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for a damaged file
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"dataset {path} cannot be read ({first_line}); fix or replace the file") from None
+        raise UserError(f"dataset {path} cannot be read ({first_line(exc)}); fix or replace the file") from None
     return None, None
 
 

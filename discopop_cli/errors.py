@@ -11,3 +11,8 @@ class RunFailure(UserError):
     """The input was valid but the work failed (a non-finite loss, a failed check). Exit code 1."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), for a one-line error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from discopop_cli.console import err, notice, out
-from discopop_cli.errors import UserError
+from discopop_cli.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -169,8 +169,9 @@ def resolve_model(name: str) -> Path:
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
     except Exception as exc:  # noqa: BLE001 - any Hub failure means the same thing to the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"base model {name} is neither a local folder nor available from the Hub: {first}") from None
+        raise UserError(
+            f"base model {name} is neither a local folder nor available from the Hub: {first_line(exc)}"
+        ) from None
 
 
 def embedding_pair(config: dict[str, Any], folder: Path) -> tuple[dict[str, str], bool]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from discopop_cli.errors import UserError
+from discopop_cli.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -46,8 +46,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, exc: Exception, what: str) -> UserError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return UserError(f"{path} is not a readable safetensors file ({first}); re-save the {what}")
+    return UserError(f"{path} is not a readable safetensors file ({first_line(exc)}); re-save the {what}")
 
 
 @dataclass

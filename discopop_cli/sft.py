@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from discopop_cli.console import notice
-from discopop_cli.errors import UserError
+from discopop_cli.errors import UserError, first_line
 from discopop_cli.launch import LaunchOptions, resolve_processes
 
 # Columns SFTTrainer reads besides the text itself: per-example tool schemas and template arguments.
@@ -100,8 +100,7 @@ def _adopt_tokenizer_template(tokenizer: Any, config: Any) -> None:
     try:
         source = AutoTokenizer.from_pretrained(config.chat_template_path, trust_remote_code=config.trust_remote_code)
     except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"could not load the chat template of {config.chat_template_path}: {first}") from None
+        raise UserError(f"could not load the chat template of {config.chat_template_path}: {first_line(exc)}") from None
     if not source.chat_template:
         raise UserError(f"chat_template_path {config.chat_template_path} has no chat template; name another")
     tokenizer.chat_template = source.chat_template
@@ -218,8 +217,7 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, forc
                 peft_config=peft_config,
             )
         except ValueError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise UserError(f"TRL's SFTTrainer refused the recipe: {first}") from exc
+            raise UserError(f"TRL's SFTTrainer refused the recipe: {first_line(exc)}") from exc
         if peft_config is not None and peft_config.trainable_token_indices:
             _expose_head_bias(sft.model)
         sft.train(resume_from_checkpoint=str(resume_from) if resume_from else config.resume_from_checkpoint)

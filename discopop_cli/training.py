@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from discopop_cli.console import is_main_rank, notice, out
-from discopop_cli.errors import UserError
+from discopop_cli.errors import UserError, first_line
 
 
 def eval_enabled(config: Any) -> bool:
@@ -69,8 +69,7 @@ def load_tokenizer(recipe: Any, model_args: Any, config: Any) -> Any:
             name, revision=model_args.model_revision, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"could not load the tokenizer of {name}: {first}") from None
+        raise UserError(f"could not load the tokenizer of {name}: {first_line(exc)}") from None
     if recipe.extras.get("chat_template"):
         tokenizer.chat_template = recipe.extras["chat_template"]
     if not tokenizer.chat_template:
@@ -99,8 +98,7 @@ def check_model_config(model_args: Any, config: Any) -> None:
     try:
         AutoConfig.from_pretrained(name, revision=model_args.model_revision, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"could not read the model config of {name}: {first}") from None
+        raise UserError(f"could not read the model config of {name}: {first_line(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -111,8 +109,7 @@ def model_loading(name: str) -> Iterator[None]:
     try:
         yield
     except (OSError, SafetensorError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"could not load the model {name}: {first}") from None
+        raise UserError(f"could not load the model {name}: {first_line(exc)}") from None
 
 
 def check_quantization(model_args: Any) -> None:
