@@ -34,6 +34,12 @@ QUANTIZE = (
     "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))"
 )
 """llama.cpp's quantizer through llama-cpp-python's binding of `llama_model_quantize`: the f16 GGUF to Q4_K_M."""
+LABELS = {
+    "ours_f16": "discopop export --quant f16",
+    "llamacpp_f16": "convert_hf_to_gguf.py --outtype f16",
+    "ours_q4": "discopop export --quant q4_k_m",
+    "llamacpp_q4": "convert (f16) + quantize (llama.cpp)",
+}
 
 
 def build_model(folder: Path, layers: int) -> Path:
@@ -184,7 +190,7 @@ def main() -> None:
     print(f"\n{'medians of ' + str(args.runs):<36}{'seconds':>9}{'peak RSS MiB':>14}")
     for ours, theirs in [("ours_f16", "llamacpp_f16"), ("ours_q4", "llamacpp_q4")]:
         for name in (ours, theirs):
-            print(f"{name:<36}{med_seconds(samples[name]):>9.1f}{med_rss(samples[name]):>14.0f}")
+            print(f"{LABELS[name]:<36}{med_seconds(samples[name]):>9.1f}{med_rss(samples[name]):>14.0f}")
         time_ratio = med_seconds(samples[ours]) / med_seconds(samples[theirs])
         print(
             f"{'  ratio discopop / llama.cpp':<36}{time_ratio:>9.2f}{med_rss(samples[ours]) / med_rss(samples[theirs]):>14.2f}\n"
