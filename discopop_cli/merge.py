@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from discopop_cli.console import err, notice, out
 from discopop_cli.errors import UserError, first_line
+from discopop_cli.json_files import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -239,6 +240,9 @@ def _tokenizer_files(adapter_dir: Path, base_dir: Path, vocab_rows: int | None, 
     home = adapter_dir if has_own else base_dir
     files = {name: home / name for name in TOKENIZER_FILES if (home / name).is_file()}
     files |= {name: home / name for name in SENTENCEPIECE_FILES if (home / name).is_file()}
+    for name, path in files.items():
+        if name.endswith(".json"):  # copied as they are: a damaged one would ship a model nothing can load
+            read_json(path, "adapter" if has_own else "base model")
     tokens = _token_count(home / "tokenizer.json")
     if has_own and tokens is not None and tokens == _token_count(base_dir / "tokenizer.json"):
         # Same vocabulary as the base: its raw SentencePiece model still describes this tokenizer.
@@ -255,8 +259,7 @@ def _tokenizer_files(adapter_dir: Path, base_dir: Path, vocab_rows: int | None, 
 
 
 def _has_template(folder: Path) -> bool:
-    config = folder / "tokenizer_config.json"
-    return config.is_file() and "chat_template" in json.loads(config.read_text(encoding="utf-8"))
+    return "chat_template" in read_json(folder / "tokenizer_config.json", "model", missing_ok=True)
 
 
 def _write_weights(plan: MergePlan, base: BaseCheckpoint, folder: Path, max_shard_bytes: int) -> tuple[list[str], int]:

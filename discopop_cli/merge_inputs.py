@@ -6,12 +6,12 @@ quantized bases, non-LoRA adapters, and LoRA forms whose forward pass is not `W 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from discopop_cli.errors import UserError, first_line
+from discopop_cli.json_files import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -32,17 +32,6 @@ _QUANTIZED_SUFFIXES = (
     ".SCB",
     ".weight_scale",
 )
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from a model or adapter folder; a damaged one is a one-line error naming the file."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); restore the {what}'s copy of it") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path} holds a {type(value).__name__}, not a JSON object; restore the {what}'s copy of it")
-    return value
 
 
 def _unreadable(path: Path, exc: Exception, what: str) -> UserError:

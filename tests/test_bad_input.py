@@ -375,6 +375,14 @@ CASES = [
         build=lambda tmp: lora_adapter(tmp / "adapter", base=str(tmp / "base")),
     ),
     case(
+        "merge-damaged-tokenizer-config",
+        ["merge", "{tmp}/adapter", *MERGE_OUT],
+        {"base": TINY, "adapter/tokenizer_config.json": '{"chat_template": '},
+        2,
+        "adapter/tokenizer_config.json is not valid JSON",
+        build=lambda tmp: lora_adapter(tmp / "adapter", base=str(tmp / "base")),
+    ),
+    case(
         "merge-output-over-its-adapter",
         ["merge", "{tmp}/adapter", "-o", "{tmp}/adapter", "--force"],
         {"base": TINY},
@@ -405,6 +413,13 @@ CASES = [
         {"model/config.json": "{broken"},
         2,
         "config.json is not valid JSON",
+    ),
+    case(
+        "export-tokenizer-config-not-an-object",
+        ["export", "{tmp}/model", "--gguf", "--quant", "f16", "-o", "{tmp}/out/m.gguf"],
+        {"model": TINY, "model/tokenizer_config.json": "[1, 2]"},
+        2,
+        "tokenizer_config.json holds a list, not a JSON object; restore the model's copy of it",
     ),
     case(
         "export-pickle-weights",

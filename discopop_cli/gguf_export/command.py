@@ -7,7 +7,6 @@ its destination and renamed when complete, so an interrupted export never leaves
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -21,6 +20,7 @@ from discopop_cli.gguf_export import chat_template, modelfile
 from discopop_cli.gguf_export.architectures import architecture_of
 from discopop_cli.gguf_export.quants import QuantType, quant_type, require_llama_cpp
 from discopop_cli.gguf_export.vocab import CONTROL, USER_DEFINED, Vocabulary, load_vocabulary
+from discopop_cli.json_files import read_json
 from discopop_cli.outputs import staged_file
 
 
@@ -58,12 +58,7 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
         raise UserError(
             f"{model_dir} is not a Hugging Face model directory (no config.json); pass the folder of a saved model"
         )
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{config_file} is not valid JSON ({exc}); restore the model's config.json") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{config_file} is not a JSON object; restore the model's config.json")
+    config = read_json(config_file, "model")
     if "text_config" in config and "hidden_size" not in config:
         raise UserError(f"{model_dir} is a multimodal model; discopop export --gguf converts text-only causal LMs")
     return config
@@ -73,12 +68,10 @@ def _special_token_strings(model_dir: Path) -> dict[str, str]:
     """bos_token, eos_token, ... as the chat template sees them."""
     strings: dict[str, str] = {}
     for file_name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = model_dir / file_name
-        if path.is_file():
-            for key, value in json.loads(path.read_text(encoding="utf-8")).items():
-                text = value.get("content") if isinstance(value, dict) else value
-                if key.endswith("_token") and isinstance(text, str):
-                    strings[key] = text
+        for key, value in read_json(model_dir / file_name, "model", missing_ok=True).items():
+            text = value.get("content") if isinstance(value, dict) else value
+            if key.endswith("_token") and isinstance(text, str):
+                strings[key] = text
     return strings
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from discopop_cli.errors import UserError
+from discopop_cli.json_files import read_json
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # gguf.TokenType values
 
@@ -85,10 +86,6 @@ class Vocabulary:
             writer.add_add_space_prefix(self.add_space_prefix)
         if self.chat_template:
             writer.add_chat_template(self.chat_template)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _content(value: Any) -> str | None:
@@ -226,10 +223,10 @@ def _bos_eos_added(model_dir: Path, bos: int | None, eos: int | None) -> tuple[b
 
 def load_vocabulary(model_dir: Path, config: dict[str, Any], *, gemma: bool) -> Vocabulary:
     """Everything llama.cpp needs to tokenize like transformers, padded to the embedding's row count."""
-    tokenizer_json = _read_json(model_dir / "tokenizer.json")
+    tokenizer_json = read_json(model_dir / "tokenizer.json", "model", missing_ok=True)
     tokenizer_config = {
-        **_read_json(model_dir / "special_tokens_map.json"),
-        **_read_json(model_dir / "tokenizer_config.json"),
+        **read_json(model_dir / "special_tokens_map.json", "model", missing_ok=True),
+        **read_json(model_dir / "tokenizer_config.json", "model", missing_ok=True),
     }
     model = tokenizer_json.get("model") or {}
     sp_file = model_dir / "tokenizer.model"
