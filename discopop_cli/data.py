@@ -122,10 +122,21 @@ def parse_data_spec(keys: dict[str, Any], recipe_path: Path) -> DataSpec:
         size = mixture.get("test_split_size")
         if size is not None and not (isinstance(size, int | float) and size > 0):
             raise UserError(f"{source}: test_split_size must be a fraction in (0, 1) or a row count, got {size!r}")
+        seed = mixture.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise UserError(f"{source}: dataset_mixture seed must be an integer, got {seed!r}")
+        entries = {}
+        for key in ("datasets", "eval_datasets"):
+            entries[key] = mixture.get(key) or []
+            if not isinstance(entries[key], list):
+                raise UserError(
+                    f"{source}: dataset_mixture '{key}' must be a list of datasets (each an id or a mapping with "
+                    f"'id'), got {entries[key]!r}"
+                )
         return DataSpec(
-            train=[_parse_entry(e, source, recipe_dir) for e in mixture["datasets"]],
-            eval=[_parse_entry(e, source, recipe_dir) for e in mixture.get("eval_datasets") or []],
-            seed=int(mixture.get("seed", 0)),
+            train=[_parse_entry(e, source, recipe_dir) for e in entries["datasets"]],
+            eval=[_parse_entry(e, source, recipe_dir) for e in entries["eval_datasets"]],
+            seed=seed,
             test_split_size=size,
         )
     if "dataset_name" in keys:

@@ -20,7 +20,7 @@ import yaml
 from discopop_cli.console import notice, warn
 from discopop_cli.data import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
 from discopop_cli.data_checks import check_local_data
-from discopop_cli.errors import UserError
+from discopop_cli.errors import UserError, first_line
 from discopop_cli.legacy import translate_legacy
 from discopop_cli.recipe_types import SECRET_KEYS, check_types, type_hints
 
@@ -156,10 +156,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise UserError(f"recipe {path} is a directory; pass the path of a YAML recipe, e.g. recipes/tiny-align.yaml")
     if not path.is_file():
         raise UserError(f"recipe {path} not found; pass the path of a YAML recipe, e.g. recipes/tiny-align.yaml")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"recipe {path} cannot be read as UTF-8 text ({first_line(exc)}); save it as UTF-8 YAML"
+        ) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
@@ -298,6 +304,14 @@ def _check_consistency(recipe: Recipe) -> None:
             f"{name}: eval_strategy is '{eval_strategy}' but the recipe has no eval data; "
             "add dataset_mixture.test_split_size or a test split, or set eval_strategy: 'no'"
         )
+    # beta scales the log-ratio margin (its sign decides which completion is preferred) and the DiscoPOP losses divide
+    # by tau: zero or a negative value trains towards the rejected answers, or divides by zero, without an error.
+    scales = {key: recipe.training.get(key) for key in ("beta", "discopop_tau")}
+    if isinstance(recipe.extras.get("loss_kwargs"), dict):
+        scales["loss_kwargs.discopop_tau"] = recipe.extras["loss_kwargs"].get("discopop_tau")
+    for key, value in scales.items():
+        if isinstance(value, int | float) and value <= 0:
+            raise UserError(f"{name}: {key} must be positive, got {value!r}; the paper's recipe uses 0.05")
     max_prompt = recipe.extras.get("max_prompt_length")
     max_length = recipe.training.get("max_length", 1024)
     if max_prompt is not None:

@@ -214,6 +214,23 @@ CASES = [
         hidden="hf_SECRET",
     ),
     case("align-missing-recipe", ["align", "{tmp}/nowhere.yaml"], {}, 2, "nowhere.yaml not found"),
+    case("align-recipe-is-a-directory", ALIGN, {"recipe.yaml": DIR}, 2, "recipe.yaml is a directory"),
+    case("align-recipe-not-utf8", ALIGN, {"recipe.yaml": b"\xff\xfebeta: 1\n"}, 2, "cannot be read as UTF-8 text"),
+    case("align-negative-beta", ALIGN, align_files(beta=-0.05), 2, "beta must be positive, got -0.05"),
+    case(
+        "align-zero-tau-in-loss-kwargs",
+        [*ALIGN, "--set", "loss_kwargs.discopop_tau=0"],
+        align_files(loss_type="discopop"),
+        2,
+        "loss_kwargs.discopop_tau must be positive, got 0",
+    ),
+    case(
+        "align-datasets-not-a-list",
+        [*ALIGN, "--set", "dataset_mixture.datasets=3"],
+        align_files(),
+        2,
+        "dataset_mixture 'datasets' must be a list of datasets",
+    ),
     # ---- sft ---------------------------------------------------------------------------------------------------
     case("sft-malformed-yaml", SFT, {"recipe.yaml": "model_name_or_path: x\n  beta: : 1\n"}, 2, "invalid YAML"),
     case("sft-scalar-not-mapping", SFT, {"recipe.yaml": "just words\n"}, 2, "a recipe is a mapping"),
@@ -281,6 +298,13 @@ CASES = [
     ),
     case("sft-existing-output", SFT, {**sft_files(), "out/keep.txt": "mine"}, 2, "already exists"),
     case("sft-set-empty-key", [*SFT, "--set", "=3"], sft_files(), 2, "expected KEY=VALUE"),
+    case(
+        "sft-mixture-seed-not-an-integer",
+        [*SFT, "--set", "dataset_mixture.seed=abc"],
+        sft_files(),
+        2,
+        "dataset_mixture seed must be an integer, got 'abc'",
+    ),
     case(
         "sft-chat-template-path-missing",
         SFT,
