@@ -67,7 +67,11 @@ def _describe(hint: Any) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (list, tuple, set) or hint in (list, tuple, set):
-        return f"a list of {_describe(args[0])}s" if args and args[0] is not Any else "a list"
+        if not args or args[0] is Any:
+            return "a list"
+        item = _describe(args[0])
+        plural = {"an integer": "integers", "a number": "numbers", "a string": "strings", "a mapping": "mappings"}
+        return f"a list of {plural[item]}" if item in plural else f"a list, each item {item}"
     if origin is dict or hint is dict:
         return "a mapping"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

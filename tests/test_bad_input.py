@@ -131,6 +131,13 @@ CASES = [
         2,
         "'num_train_epochs' must be a number, got [1]",
     ),
+    case(
+        "align-wrong-type-in-a-list",
+        ALIGN,
+        align_files(loss_type=["discopop", "cell"], loss_weights=[1, "nope"]),
+        2,
+        "'loss_weights' must be a list of numbers, got [1, 'nope']",
+    ),
     case("align-unknown-key", ALIGN, align_files(learning_rat=1e-5), 2, "did you mean 'learning_rate'"),
     case("align-unknown-loss", ALIGN, align_files(loss_type="discopopp"), 2, "unknown loss `discopopp`: did you mean"),
     case(
