@@ -98,8 +98,7 @@ def rows(settings: Settings) -> list[Row]:
             "trl": lambda: plain_trl(model, folder / "out-trl", epochs),
             "precompute": lambda: discopop_align(recipe, folder / "out-precompute", *precompute_on),
         },
-        # Training runs drift most with the machine's load: two more runs than elsewhere steady the medians.
-        settings.runs if settings.quick else max(settings.runs, 5),
+        settings.align_runs,
     )
     ours, trl, pre = samples["discopop"], samples["trl"], samples["precompute"]
     passes = ["--passes", "1" if settings.quick else "3"]

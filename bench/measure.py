@@ -65,6 +65,17 @@ class Settings:
     quick: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "discopop-bench")
 
+    @property
+    def align_runs(self) -> int:
+        """Training runs drift most with the machine's load: one more run than elsewhere (two whole ABBA rounds)
+        steadies their medians. Five took 8.4 of the 13.9 minutes on a slow 2-core VM, too near the 15-minute mark."""
+        return self.runs if self.quick else max(self.runs, 4)
+
+    @property
+    def startup_runs(self) -> int:
+        """Each start-up run is short, so a few more cost little and steady the median."""
+        return max(self.runs, 5)
+
 
 def bench_env() -> dict[str, str]:
     """Offline, and with bytecode caching on (as on a user's machine) even where the shell turns it off."""

@@ -15,7 +15,7 @@ def rows(settings: Settings) -> list[Row]:
     commands = {**OURS, "reference": REFERENCE}
     for command in commands.values():  # warm-up: bytecode caches and the page cache, not measured
         measure(command)
-    runs = max(settings.runs, 5)  # each run is short, so a few more cost little and steady the median
+    runs = settings.startup_runs
     samples = alternate({name: (lambda c=command: measure(c)) for name, command in commands.items()}, runs)
     reference = samples.pop("reference")
     result = []
