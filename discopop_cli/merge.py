@@ -222,12 +222,8 @@ def _vocab_rows(config: dict[str, Any]) -> int | None:
     return config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
 
 
-def _token_count(tokenizer_json: Path) -> int | None:
-    """Ids a tokenizer.json can produce (its vocabulary plus added tokens), without loading transformers."""
-    try:
-        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _token_count(data: dict[str, Any]) -> int | None:
+    """Ids a parsed tokenizer.json can produce (its vocabulary plus added tokens), without loading transformers."""
     vocab = (data.get("model") or {}).get("vocab")
     ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab or [])))
     ids += [token["id"] for token in data.get("added_tokens") or []]
@@ -240,11 +236,11 @@ def _tokenizer_files(adapter_dir: Path, base_dir: Path, vocab_rows: int | None, 
     home = adapter_dir if has_own else base_dir
     files = {name: home / name for name in TOKENIZER_FILES if (home / name).is_file()}
     files |= {name: home / name for name in SENTENCEPIECE_FILES if (home / name).is_file()}
-    for name, path in files.items():
-        if name.endswith(".json"):  # copied as they are: a damaged one would ship a model nothing can load
-            read_json(path, "adapter" if has_own else "base model")
-    tokens = _token_count(home / "tokenizer.json")
-    if has_own and tokens is not None and tokens == _token_count(base_dir / "tokenizer.json"):
+    # Copied as they are, so a damaged one would ship a model nothing can load: each is parsed here first.
+    what = "adapter" if has_own else "base model"
+    shipped = {name: read_json(path, what) for name, path in files.items() if name.endswith(".json")}
+    tokens = _token_count(shipped.get("tokenizer.json", {}))
+    if has_own and tokens is not None and tokens == _token_count(_base_tokenizer(base_dir)):
         # Same vocabulary as the base: its raw SentencePiece model still describes this tokenizer.
         for name in SENTENCEPIECE_FILES:
             if name not in files and (base_dir / name).is_file():
@@ -256,6 +252,14 @@ def _tokenizer_files(adapter_dir: Path, base_dir: Path, vocab_rows: int | None, 
             "Train with the embeddings in modules_to_save (or trainable_token_indices) to merge them."
         )
     return files
+
+
+def _base_tokenizer(base_dir: Path) -> dict[str, Any]:
+    """The base's tokenizer.json, only compared against: a damaged or missing one compares unequal."""
+    try:
+        return read_json(base_dir / "tokenizer.json", "base model", missing_ok=True)
+    except UserError:
+        return {}
 
 
 def _has_template(folder: Path) -> bool:
