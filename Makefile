@@ -8,6 +8,18 @@ TINY_MODEL := build/tiny-gemma
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# llama.cpp's AMX kernels crash on some AMX CPUs (ggml-org/llama.cpp#20824; seen here on a Xeon with amx_int8: a
+# segfault in the first decode of a Q4_K_M or Q8_0 model), and a native build enables them wherever the CPU has AMX.
+# On x86-64, llama-cpp-python is therefore built for AVX2 instead, once, into a wheel folder named after these flags.
+LLAMA_CPP_VERSION ?= 0.3.36
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_BUILD := avx2
+else
+LLAMA_CMAKE_ARGS ?=
+LLAMA_BUILD := native
+endif
+LLAMA_WHEELS ?= $(HOME)/.cache/discopop-cli/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_BUILD)
 
 .PHONY: install test lint format demo bench clean
 
@@ -17,6 +29,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	$(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(PY) -m pip install --quiet -e ".[dev,gguf]"
 	touch $@
 
@@ -35,12 +50,12 @@ test: lint
 # LoRA adapter on the SFT model, the adapter merged into a plain model, and that model exported to a Q4_K_M GGUF
 # with its Ollama Modelfile, checked against transformers and chatted with once through llama.cpp.
 demo: install
-	$(PY) -m discopop_cli.tiny $(TINY_MODEL) --force
+	$(PY) -m discopop_cli.demo.tiny $(TINY_MODEL) --force
 	$(VENV)/bin/discopop sft recipes/tiny-sft.yaml --force
 	$(VENV)/bin/discopop align recipes/tiny-align-lora.yaml --force
 	$(VENV)/bin/discopop merge outputs/tiny-align-lora --output outputs/tiny-aligned --force
 	$(VENV)/bin/discopop export outputs/tiny-aligned --gguf --force --verify
-	$(PY) -m discopop_cli.gguf_export.chat_turn outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf
+	$(PY) -m discopop_cli.export.chat_turn outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf
 
 # Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,
 # also written to bench/RESULTS.md. Not part of `test`; about 10 minutes on 2 cores. `make bench BENCH_ARGS=--quick`

@@ -25,7 +25,7 @@ def trainers(model: str, data: str, output: str) -> dict[str, Any]:
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from discopop_cli.trainer import build_trainer_class, plan_losses
+    from discopop_cli.train.injection import build_trainer_class, plan_losses
 
     dataset = load_dataset("json", data_files=data, split="train").select_columns(["chosen", "rejected"])
     dataset = dataset.shuffle(seed=42)

@@ -60,7 +60,7 @@ def build_model(folder: Path) -> Path:
     model = folder / "align-model"
     if not (model / "model.safetensors").is_file():
         kwargs = ", ".join(f"{k}={v}" for k, v in MODEL.items())
-        code = f"from discopop_cli.tiny import build_tiny_model as b; b({str(model)!r}, num_kv_heads=1, {kwargs})"
+        code = f"from discopop_cli.demo.tiny import build_tiny_model as b; b({str(model)!r}, num_kv_heads=1, {kwargs})"
         measure([PYTHON, "-c", code])
     return model
 

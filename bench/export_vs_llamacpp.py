@@ -52,7 +52,7 @@ def build_model(folder: Path, layers: int) -> Path:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
-    from discopop_cli.tiny import build_tiny_model
+    from discopop_cli.demo.tiny import build_tiny_model
 
     logging.disable_progress_bar()
 

@@ -14,10 +14,10 @@ import typer
 from typer.core import TyperGroup
 
 from discopop_cli import __version__
-from discopop_cli.errors import UserError
+from discopop_cli.core.errors import UserError
 
 if TYPE_CHECKING:
-    from discopop_cli.launch import LaunchOptions
+    from discopop_cli.train.launch import LaunchOptions
 
 
 class _Group(TyperGroup):
@@ -31,7 +31,7 @@ class _Group(TyperGroup):
                 raise
             from rich.markup import escape
 
-            from discopop_cli.console import err
+            from discopop_cli.core.console import err
 
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
@@ -129,7 +129,7 @@ def _train_command(
     options: LaunchOptions,
 ) -> None:
     """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
-    from discopop_cli import launch
+    from discopop_cli.train import launch
 
     options.validate(dry_run=dry_run)
     if options.wants_launch and not dry_run:
@@ -139,9 +139,9 @@ def _train_command(
             raise typer.Exit(code)
         return
     if command == "align":
-        from discopop_cli.align import run_align as run
+        from discopop_cli.train.align import run_align as run
     else:
-        from discopop_cli.sft import run_sft as run
+        from discopop_cli.train.sft import run_sft as run
     run(recipe, overrides=overrides, output_dir=output_dir, dry_run=dry_run, force=force, resume=resume, launch=options)
 
 
@@ -163,7 +163,7 @@ def _training_command(name: str, summary: str) -> None:
         main_process_port: MainPortOption = None,
         global_batch_size: GlobalBatchOption = None,
     ) -> None:
-        from discopop_cli.launch import LaunchOptions
+        from discopop_cli.train.launch import LaunchOptions
 
         options = LaunchOptions(
             accelerate_config,
@@ -199,7 +199,7 @@ def losses(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing plot file.")] = False,
 ) -> None:
     """List the registered preference losses: name, formula, parameters."""
-    from discopop_cli.losses_cmd import run_losses
+    from discopop_cli.losses.command import run_losses
 
     run_losses(names or [], as_json=as_json, plot=plot, force=force)
 
@@ -227,7 +227,7 @@ def merge(
     force: ForceOption = False,
 ) -> None:
     """Fold a LoRA adapter into its base model, streaming tensor by tensor, into a plain transformers model."""
-    from discopop_cli.merge import run_merge
+    from discopop_cli.merge.command import run_merge
 
     run_merge(adapter, output=output, base=base, dtype=dtype, force=force, max_shard_size=max_shard_size)
 
@@ -258,7 +258,7 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing GGUF and Modelfile.")] = False,
 ) -> None:
     """Convert a model to one GGUF file with a Modelfile for Ollama (and the Gemma NOTICE where it applies)."""
-    from discopop_cli.gguf_export.command import run_export
+    from discopop_cli.export.command import run_export
 
     run_export(model_dir, gguf=gguf, quant=quant, output=output, name=name, system=system, verify=verify, force=force)
 

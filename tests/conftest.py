@@ -34,7 +34,7 @@ def tiny_dataset_path(repo_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default tiny Gemma + ChatML model, built once per test session."""
-    from discopop_cli.tiny import build_tiny_model
+    from discopop_cli.demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
 

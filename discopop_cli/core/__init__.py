@@ -1,0 +1,12 @@
+"""The ground every other package stands on: nothing here knows about recipes, losses or models.
+
+- `errors`: UserError (exit 2) and RunFailure (exit 1), the one-line messages the CLI prints.
+- `console`: the stdout/stderr consoles, `notice` and `warn`, quiet on ranks other than 0.
+- `outputs`: outputs written under a temporary name and moved into place when complete; `--force`.
+- `json_files`: reading a model's JSON files with a one-line error when one is damaged.
+- `suggest`: "did you mean ...?" for misspelt names.
+- `model_card`: README.md model cards, framework versions and the Gemma notice.
+- `moved`: the module paths of earlier releases, still importable.
+
+May import: nothing else in discopop_cli.
+"""

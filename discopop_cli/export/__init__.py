@@ -1,0 +1,18 @@
+"""`discopop export --gguf`: the project's own Hugging Face → GGUF converter, built on the `gguf` package.
+
+Modules, in the order an export uses them:
+
+- `quants`: the `--quant` names, which ones numpy makes and which need llama.cpp's quantizer.
+- `architectures`: per-architecture hyperparameters and tensor transforms (gemma, llama, mistral, qwen2).
+- `tensors`: safetensors read a slab of rows at a time, converted and written in chunks.
+- `vocab`: tokenizer metadata (SentencePiece-style `llama` and byte-level BPE `gpt2` vocabularies).
+- `chat_template`: the Jinja chat template read as per-role turn wrappers, translated to Ollama's Go template.
+- `modelfile`: the Modelfile and, for Gemma derivatives, the NOTICE.
+- `verify`: llama.cpp against transformers on chat prompts.
+- `command`: the `export` command itself.
+- `convert`: the GGUF file written (numpy quantization, or llama.cpp's for k-quants).
+- `chat_turn`: one chat turn through llama.cpp (`python -m discopop_cli.export.chat_turn`), for the demo.
+- `progress`: the export's progress bar.
+
+May import: core.
+"""

@@ -1,0 +1,222 @@
+"""`discopop export MODEL_DIR --gguf`: check everything, convert, write the Modelfile (and NOTICE), verify.
+
+Every input is validated before a byte is written: the architecture, the quant type and what it needs, the
+tokenizer, the chat template's translation and the destination. The GGUF is written under a temporary name beside
+its destination and renamed when complete, so an interrupted export never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from discopop_cli.core.console import notice, out
+from discopop_cli.core.errors import UserError
+from discopop_cli.core.json_files import read_json
+from discopop_cli.core.outputs import staged_file
+from discopop_cli.export import chat_template, modelfile
+from discopop_cli.export.architectures import architecture_of
+from discopop_cli.export.quants import QuantType, quant_type, require_llama_cpp
+from discopop_cli.export.vocab import CONTROL, USER_DEFINED, Vocabulary, load_vocabulary
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A text file written beside the GGUF."""
+
+    path: Path
+    text: str
+
+
+def default_gguf_path(model_dir: Path, name: str, quant: QuantType) -> Path:
+    """Beside the model: MODEL_DIR-gguf/NAME-QUANT.gguf, a folder that holds the Modelfile and NOTICE too."""
+    model_dir = model_dir if model_dir.name else model_dir.resolve()  # "." has no name of its own
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"  # an Ollama name may hold "/" or ":"
+    return model_dir.parent / f"{model_dir.name}-gguf" / f"{stem}-{quant.label}.gguf"
+
+
+def _resolve_output(output: Path | None, model_dir: Path, name: str, quant: QuantType) -> Path:
+    if output is None:
+        return default_gguf_path(model_dir, name, quant)
+    if output.is_dir():
+        return output / default_gguf_path(model_dir, name, quant).name
+    if output.suffix.lower() != ".gguf":
+        raise UserError(
+            f"--output {output} is neither an existing directory nor a .gguf file; "
+            f"name the file, e.g. {output / default_gguf_path(model_dir, name, quant).name}"
+        )
+    return output
+
+
+def _read_config(model_dir: Path) -> dict[str, Any]:
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise UserError(
+            f"{model_dir} is not a Hugging Face model directory (no config.json); pass the folder of a saved model"
+        )
+    config = read_json(config_file, "model")
+    if "text_config" in config and "hidden_size" not in config:
+        raise UserError(f"{model_dir} is a multimodal model; discopop export --gguf converts text-only causal LMs")
+    return config
+
+
+def _special_token_strings(model_dir: Path) -> dict[str, str]:
+    """bos_token, eos_token, ... as the chat template sees them."""
+    strings: dict[str, str] = {}
+    for file_name in ("special_tokens_map.json", "tokenizer_config.json"):
+        for key, value in read_json(model_dir / file_name, "model", missing_ok=True).items():
+            text = value.get("content") if isinstance(value, dict) else value
+            if key.endswith("_token") and isinstance(text, str):
+                strings[key] = text
+    return strings
+
+
+def _companions(
+    model_dir: Path,
+    gguf_path: Path,
+    vocabulary: Vocabulary,
+    *,
+    model_name: str,
+    gemma: bool,
+    system: str | None,
+) -> list[Companion]:
+    """The Modelfile (and NOTICE for Gemma); sets the vocabulary's end-of-turn id from the chat template."""
+    directory = gguf_path.parent
+    license_text = modelfile.gemma_license_reference() if gemma else None
+    if vocabulary.chat_template is None:
+        if system:
+            raise UserError(f"{model_dir} has no chat template, so --system has no turn to go in; drop --system")
+        notice(f"{model_dir} has no chat template: the Modelfile sends prompts to the model verbatim")
+        template, stops = "{{ .Prompt }}", []
+    else:
+        special_tokens = _special_token_strings(model_dir)
+        turn_format = chat_template.read_turn_format(vocabulary.chat_template, special_tokens, model_dir)
+        if system and not turn_format.has_system:
+            raise UserError(f"the chat template of {model_dir} has no system turn; drop --system")
+        specials = {
+            token
+            for token, kind in zip(vocabulary.tokens, vocabulary.token_types, strict=True)
+            if kind in (CONTROL, USER_DEFINED)
+        }
+        bos_text = special_tokens.get("bos_token")
+        # llama.cpp adds bos itself when add_bos is set, so the Go template must not write it a second time.
+        drop_begin = vocabulary.add_bos and turn_format.begin == (bos_text or "")
+        template = chat_template.go_template(turn_format, drop_begin=drop_begin)
+        stops = chat_template.stop_strings(turn_format, specials, bos_text)
+        end_of_turn = chat_template.end_of_turn_token(turn_format, specials)
+        end_of_turn_id = vocabulary.token_id(end_of_turn) if end_of_turn else None
+        if end_of_turn_id is not None:
+            # llama.cpp then ends generation at the turn's end (e.g. <|im_end|>), not only at eos.
+            vocabulary.special_ids["eot"] = end_of_turn_id
+    spec = modelfile.ModelfileSpec(
+        gguf_file_name=gguf_path.name,
+        model_name=model_name,
+        template=template,
+        stops=stops,
+        parameters=modelfile.seed_parameters(gemma, stops),
+        system=system,
+        license_text=license_text,
+    )
+    files = [Companion(directory / "Modelfile", modelfile.render_modelfile(spec))]
+    if gemma:
+        files.append(Companion(directory / "NOTICE", modelfile.gemma_notice(model_name)))
+    return files
+
+
+def _check_destinations(gguf_path: Path, companions: list[Companion], force: bool) -> None:
+    from discopop_cli.core.outputs import check_destination
+
+    if gguf_path.is_dir():
+        raise UserError(f"output file {gguf_path} is a directory; pass a .gguf file path to --output")
+    check_destination(gguf_path, force=force, what="output file")
+    for companion in companions:
+        # Rewriting a file with the very same content replaces nothing, so it needs no --force.
+        same = companion.path.is_file() and companion.path.read_text(encoding="utf-8") == companion.text
+        if not same:
+            check_destination(companion.path, force=force, what=companion.path.name)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with staged_file(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def run_export(
+    model_dir: Path,
+    *,
+    gguf: bool,
+    quant: str,
+    output: Path | None,
+    name: str | None,
+    system: str | None,
+    verify: bool,
+    force: bool,
+) -> None:
+    from discopop_cli.export import convert
+    from discopop_cli.export.progress import ExportProgress
+    from discopop_cli.export.tensors import read_safetensors
+
+    if not gguf:
+        raise UserError("choose an export format: --gguf (the only one so far)")
+    started = time.perf_counter()
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"model directory {model_dir} does not exist; pass the folder of a saved model")
+    config = _read_config(model_dir)
+    arch = architecture_of(config, model_dir)
+    quant_spec = quant_type(quant)
+    if quant_spec.needs_llama_cpp:
+        require_llama_cpp(f"--quant {quant_spec.name} (a k-quant made by llama.cpp's quantizer)")
+    if verify:
+        require_llama_cpp("--verify")
+    model_name = name or model_dir.resolve().name
+    gemma = arch.model_type == "gemma"
+
+    vocabulary = load_vocabulary(model_dir, config, gemma=gemma)
+    gguf_path = _resolve_output(output, model_dir, model_name, quant_spec)
+    companions = _companions(model_dir, gguf_path, vocabulary, model_name=model_name, gemma=gemma, system=system)
+    _check_destinations(gguf_path, companions, force)
+    sources = read_safetensors(model_dir)
+    planned = convert.plan(arch, config, sources, quant_spec)
+
+    intermediate = gguf_path.with_name(f".{gguf_path.name}.intermediate-{os.getpid()}")
+    common = {"arch": arch, "config": config, "vocabulary": vocabulary, "model_name": model_name, "gemma": gemma}
+    try:
+        with staged_file(gguf_path) as partial, ExportProgress(quantizing=quant_spec.needs_llama_cpp) as progress:
+            if quant_spec.needs_llama_cpp:
+                file_type = convert.intermediate_file_type(planned)
+                convert.write_gguf(
+                    intermediate, planned=planned, file_type=file_type, advance=progress.advance, **common
+                )
+                convert.quantize_with_llama_cpp(intermediate, partial, quant_spec, progress.advance)
+            else:
+                convert.write_gguf(
+                    partial, planned=planned, file_type=quant_spec.file_type, advance=progress.advance, **common
+                )
+    finally:
+        intermediate.unlink(missing_ok=True)
+    for companion in companions:
+        _write_text(companion.path, companion.text)
+
+    seconds = time.perf_counter() - started
+    size = _human_size(gguf_path.stat().st_size)
+    out.print(f"exported: {gguf_path} ({quant_spec.label}, {size}) in {seconds:.1f} s", highlight=False, soft_wrap=True)
+    notice(f"run it in Ollama: ollama create {model_name} -f {gguf_path.parent / 'Modelfile'}")
+
+    if verify:
+        from discopop_cli.export.verify import verify_export
+
+        verify_export(model_dir, gguf_path, quant_spec)

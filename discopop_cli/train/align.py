@@ -1,0 +1,128 @@
+"""`discopop align RECIPE`: recipe, model, data, trainer, train, save — in that order."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from discopop_cli.core.console import notice
+from discopop_cli.train.launch import LaunchOptions, resolve_processes
+
+
+def run_align(
+    recipe_path: Path,
+    *,
+    overrides: list[str],
+    output_dir: Path | None,
+    dry_run: bool,
+    force: bool,
+    resume: bool = False,
+    launch: LaunchOptions | None = None,
+) -> None:
+    from discopop_cli.recipes import load as recipes
+    from discopop_cli.train import injection as trainer
+    from discopop_cli.train.run_directory import check_run_directory
+
+    # Recipe: everything is validated before any model, dataset or file is touched.
+    trainer.check_trl()
+    recipe = recipes.load_recipe(recipe_path, "align", overrides=overrides, output_dir=output_dir)
+    processes = resolve_processes(recipe.training, launch)
+    loss_plan = trainer.plan_losses(
+        recipe.training.get("loss_type"),
+        recipe.training.get("loss_weights"),
+        recipe.training,
+        recipe.extras.get("loss_kwargs"),
+    )
+    recipes.check_no_accelerator(recipe)
+    config = recipe.training_config()
+    model_args = recipe.model_config()
+    trainer.check_plan_supported(loss_plan, config)
+    destination = Path(config.output_dir)
+
+    if dry_run:
+        from discopop_cli.train.shared import show_dry_run
+
+        show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes, loss_plan=loss_plan)
+        return
+    resume_from = check_run_directory(destination, force=force, resume=resume)
+    _train(recipe, config, model_args, loss_plan, destination, force=force, resume_from=resume_from)
+
+
+def _train(
+    recipe: Any, config: Any, model_args: Any, loss_plan: Any, destination: Path, *, force: bool, resume_from: Any
+) -> None:
+    from trl import get_peft_config, get_quantization_config
+
+    from discopop_cli.data import sources as data
+    from discopop_cli.train import shared as training
+    from discopop_cli.train.injection import build_trainer_class
+    from discopop_cli.train.run_directory import publish, run_directory
+
+    started = time.monotonic()
+    training.check_quantization(model_args)
+    training.check_model_config(model_args, config)
+    training.quiet_library_deprecations()
+    tokenizer = training.load_tokenizer(recipe, model_args, config)
+    train_dataset, eval_dataset = data.load_datasets(recipe.data, with_eval=training.eval_enabled(config))
+    for dataset, what in [(train_dataset, "align"), (eval_dataset, "align (eval data)")]:
+        if dataset is not None:
+            data.require_columns(dataset, {"chosen", "rejected"}, what)
+    if recipe.extras.get("auto_insert_empty_system_msg"):
+        train_dataset = data.insert_empty_system_message(train_dataset, tokenizer.chat_template)
+        if eval_dataset is not None:
+            eval_dataset = data.insert_empty_system_message(eval_dataset, tokenizer.chat_template)
+
+    with run_directory(destination, force=force) as final:
+        config.model_init_kwargs = training.model_init_kwargs(model_args, config)
+        trainer_cls = build_trainer_class()
+        with training.model_loading(model_args.model_name_or_path):  # TRL loads the model in its constructor
+            dpo = trainer_cls(
+                model=model_args.model_name_or_path,
+                args=config,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=tokenizer,
+                peft_config=get_peft_config(model_args),
+                quantization_config=get_quantization_config(model_args),
+                loss_plan=loss_plan,
+                max_prompt_length=recipe.extras.get("max_prompt_length"),
+            )
+        if dpo.prompts_truncated:
+            notice(
+                f"max_prompt_length: {dpo.prompts_truncated} prompt(s) cut to their last "
+                f"{recipe.extras['max_prompt_length']} tokens"
+            )
+        dpo.train(resume_from_checkpoint=str(resume_from) if resume_from else config.resume_from_checkpoint)
+        training.save_model(dpo, final)
+        if dpo.accelerator.is_main_process:
+            _save(dpo, recipe, config, model_args, loss_plan, final)
+            publish(final, destination)
+        dpo.accelerator.wait_for_everyone()
+    if dpo.accelerator.is_main_process:
+        training.report(
+            dpo,
+            destination,
+            time.monotonic() - started,
+            verb="aligned",
+            metrics=[("rewards/margins", "reward margin")],
+        )
+
+
+def _save(dpo: Any, recipe: Any, config: Any, model_args: Any, loss_plan: Any, folder: Path) -> None:
+    from discopop_cli.core.model_card import render_card
+    from discopop_cli.train import shared as training
+    from discopop_cli.train.summary import card_hyperparameters, card_losses
+
+    card = render_card(
+        model_name=Path(recipe.training["output_dir"]).name,
+        base_model=str(model_args.model_name_or_path),
+        datasets=[spec.id for spec in recipe.data.train],
+        method="DPO" if not loss_plan.registry else "preference optimisation (DiscoPOP loss family)",
+        losses=card_losses(loss_plan, config),
+        hyperparameters=card_hyperparameters(config, dpo.accelerator.num_processes),
+        log_history=dpo.state.log_history,
+        is_gemma=training.is_gemma(dpo.model),
+        peft=bool(model_args.use_peft),
+    )
+    training.write_outputs(dpo, recipe, folder, card)

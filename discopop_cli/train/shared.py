@@ -1,0 +1,196 @@
+"""What `discopop align` and `discopop sft` share once a recipe is validated.
+
+Loading the tokenizer and the model options, the files written beside a trained model, and the closing one-line
+report. Where the run's files go is run_directory's concern.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from discopop_cli.core.console import is_main_rank, notice, out
+from discopop_cli.core.errors import UserError, first_line
+
+
+def eval_enabled(config: Any) -> bool:
+    return str(config.eval_strategy) not in ("no", "IntervalStrategy.NO")
+
+
+def quiet_library_deprecations() -> None:
+    """TRL calls transformers' gradient_checkpointing_* aliases; their deprecation notes are not the user's to fix.
+
+    Under `accelerate launch`, ranks other than 0 also keep their progress bars to themselves: one copy of the
+    run's output is enough.
+    """
+    warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6", category=FutureWarning)
+    if not is_main_rank():
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+
+
+def show_dry_run(
+    recipe: Any,
+    config: Any,
+    destination: Path,
+    *,
+    force: bool,
+    resume: bool,
+    processes: int,
+    loss_plan: Any = None,
+) -> None:
+    """The resolved recipe as a table, and whether a real run could write its output."""
+    from discopop_cli.train.run_directory import check_run_directory
+    from discopop_cli.train.summary import print_recipe_table
+
+    print_recipe_table(recipe, config, loss_plan, processes=processes)
+    try:
+        resume_from = check_run_directory(destination, force=force, resume=resume)
+    except UserError as exc:
+        notice(f"a real run would stop here: {exc}")
+    else:
+        if resume_from is not None:
+            notice(f"a real run would continue from {resume_from}")
+
+
+def load_tokenizer(recipe: Any, model_args: Any, config: Any) -> Any:
+    """The recipe's tokenizer (`tokenizer_name_or_path`, else the model's), with the recipe's chat template."""
+    from transformers import AutoTokenizer
+
+    name = recipe.extras.get("tokenizer_name_or_path") or model_args.model_name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, revision=model_args.model_revision, trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load the tokenizer of {name}: {first_line(exc)}") from None
+    if recipe.extras.get("chat_template"):
+        tokenizer.chat_template = recipe.extras["chat_template"]
+    if not tokenizer.chat_template:
+        notice(f"{name} has no chat template; conversational data needs one (set chat_template in the recipe)")
+    return tokenizer
+
+
+def model_init_kwargs(model_args: Any, config: Any) -> dict[str, Any]:
+    """`from_pretrained` options from ModelConfig, then the recipe's own `model_init_kwargs` on top."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": config.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        "use_safetensors": True,  # safe by default: never unpickle weights
+    }
+    kwargs.update(config.model_init_kwargs or {})
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def check_model_config(model_args: Any, config: Any) -> None:
+    """Read the model's config.json (no weights) so an unreadable or unknown one is refused before any loading."""
+    from transformers import AutoConfig
+
+    name = model_args.model_name_or_path
+    try:
+        AutoConfig.from_pretrained(name, revision=model_args.model_revision, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not read the model config of {name}: {first_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def model_loading(name: str) -> Iterator[None]:
+    """A model folder that passed the early checks but cannot be read is one line naming it, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        raise UserError(f"could not load the model {name}: {first_line(exc)}") from None
+
+
+def check_quantization(model_args: Any) -> None:
+    """QLoRA's 4-bit (and 8-bit) loading is bitsandbytes on a CUDA GPU; say so before any model is loaded."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return
+    import importlib.util
+
+    import torch
+
+    bits = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+    if not torch.cuda.is_available():
+        raise UserError(f"{bits} needs a CUDA GPU (bitsandbytes); remove it from the recipe to train unquantized here")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"{bits} needs bitsandbytes; run: pip install bitsandbytes")
+
+
+def trainer_class(base: type) -> type:
+    """TRL's `base` trainer as discopop runs it: with the non-finite guard, and without TRL's mid-run card.
+
+    TRL writes a README.md into output_dir at every checkpoint; in a run directory that would look like a finished
+    model. discopop writes its own card once, when the model it describes is complete.
+    """
+    from discopop_cli.train.guard import guarded
+
+    class RunTrainer(guarded(base)):
+        def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    RunTrainer.__name__ = RunTrainer.__qualname__ = base.__name__
+    return RunTrainer
+
+
+def save_model(trainer: Any, folder: Path) -> None:
+    """Model (safetensors) and tokenizer with its template. Called on every rank: under FSDP and ZeRO-3 the
+    weights are gathered collectively; transformers writes from rank 0 only."""
+    trainer.save_model(str(folder))
+    if trainer.accelerator.is_main_process:
+        # Trainer pickles its arguments; recipe.yaml says the same in a form that is safe to open.
+        (folder / "training_args.bin").unlink(missing_ok=True)
+        # A PEFT adapter is saved without the generation config that carries the end-of-turn stop token;
+        # keep it beside the adapter so `discopop merge` can carry it into the merged model.
+        generation_config = getattr(trainer.model, "generation_config", None)
+        if generation_config is not None and not (folder / "generation_config.json").exists():
+            generation_config.save_pretrained(str(folder))
+
+
+def write_outputs(trainer: Any, recipe: Any, folder: Path, card: str) -> None:
+    """trainer_state.json, the resolved recipe and the card, beside the saved model (rank 0 only)."""
+    from discopop_cli.recipes import load as recipes
+
+    trainer.state.save_to_json(str(folder / "trainer_state.json"))
+    resolved = {**recipe.model, **recipe.training, **recipe.extras, "dataset_mixture": recipe.data.as_dict()}
+    resolved["output_dir"] = recipe.training.get("output_dir")
+    (folder / "recipe.yaml").write_text(recipes.dump_resolved(resolved), encoding="utf-8")
+    (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+def is_gemma(model: Any) -> bool:
+    return str(getattr(model.config, "model_type", "")).startswith("gemma")
+
+
+def report(
+    trainer: Any,
+    destination: Path,
+    seconds: float,
+    *,
+    verb: str,
+    metrics: list[tuple[str, str]],
+    from_first: bool = False,
+) -> None:
+    """'VERB: DIR (N steps in S s, last loss L, ...)' with the named metrics of the last logged training step.
+
+    `from_first` shows the loss as 'loss FIRST -> LAST', which is what tells a fine-tuning run worked.
+    """
+    history = [e for e in trainer.state.log_history if "loss" in e]
+    last = history[-1] if history else {}
+    parts = [f"{trainer.state.global_step} steps in {seconds:.0f} s"]
+    if from_first and len(history) > 1:
+        parts.append(f"loss {history[0]['loss']:.4f} -> {last['loss']:.4f}")
+    elif "loss" in last:
+        parts.append(f"last loss {last['loss']:.4f}")
+    parts += [f"{label} {last[key]:.4f}" for key, label in metrics if key in last]
+    out.print(f"[green]{verb}:[/] {destination} ({', '.join(parts)})", highlight=False, soft_wrap=True)

@@ -1,0 +1,181 @@
+"""What every bad-input suite shares: the case type, the files a case lays out, and the check itself.
+
+Each case prepares files under its own temporary folder (`{tmp}` in a path or a file's text is that folder), runs
+one command through the CLI with that folder as the current directory, and checks the folder before and after.
+The align/sft models here are folders a model load would fail on (a bare `config.json`): a case that reached the
+model would fail with another message, so the checks are shown to run before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from discopop_cli.cli import app
+
+runner = CliRunner()
+
+PAIRS = [
+    {
+        "chosen": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"good {i}"}],
+        "rejected": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"bad {i}"}],
+    }
+    for i in range(4)
+]
+CHATS = [
+    {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(4)
+]
+
+
+def jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def recipe(data: str, **changes: Any) -> str:
+    """A recipe on `{tmp}/model` and one local data file, writing to `{tmp}/out`; `None` removes a key."""
+    body = {
+        "model_name_or_path": "{tmp}/model",
+        "dataset_mixture": {"datasets": [{"id": "{tmp}/" + data}], "seed": 0},
+        "max_steps": 1,
+        "report_to": "none",
+        "output_dir": "{tmp}/out",
+        **changes,
+    }
+    return yaml.safe_dump({k: v for k, v in body.items() if v is not None}, sort_keys=False)
+
+
+# A model folder that passes the checks made before loading, and that a load would fail on (empty weights, no
+# tokenizer): a case that got as far as loading would fail with another message.
+UNLOADABLE_MODEL = {"model/config.json": "{}", "model/model.safetensors": b""}
+PICKLED_MODEL = {"model/model.safetensors": None, "model/pytorch_model.bin": b"\x80\x02}q\x00."}
+# The tiny model with its weights file cut short: found by the early checks, refused by the load itself.
+DAMAGED_MODEL = {"model": "@tiny", "model/model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{"}
+
+
+def align_files(**changes: Any) -> dict[str, Any]:
+    """A recipe whose checks pass, on preference pairs and an unloadable model."""
+    return {"recipe.yaml": recipe("pairs.jsonl", **changes), **UNLOADABLE_MODEL, "pairs.jsonl": jsonl(PAIRS)}
+
+
+def sft_files(**changes: Any) -> dict[str, Any]:
+    return {"recipe.yaml": recipe("chat.jsonl", **changes), **UNLOADABLE_MODEL, "chat.jsonl": jsonl(CHATS)}
+
+
+TINY = "@tiny"  # a file spec: a copy of the tiny model (safetensors, tokenizer, chat template)
+DIR = "@dir"  # a file spec: an empty folder
+
+
+def lora_adapter(folder: Path, *, base: str, in_features: int = 64) -> None:
+    """A LoRA adapter on q_proj of layer 0; `in_features` other than the tiny model's 64 makes it not fit."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"peft_type": "LORA", "base_model_name_or_path": base, "r": 2, "lora_alpha": 4}
+    config["target_modules"] = ["q_proj"]
+    (folder / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    tensors = {f"{prefix}.lora_A.weight": torch.zeros(2, in_features), f"{prefix}.lora_B.weight": torch.zeros(64, 2)}
+    save_file(tensors, folder / "adapter_model.safetensors")
+
+
+@dataclass
+class Case:
+    args: list[str]
+    files: dict[str, Any]
+    code: int
+    message: str
+    build: Callable[[Path], None] | None = None
+    hidden: str | None = None  # a secret the output must not show
+
+
+def case(id: str, args: list[str], files: dict[str, Any], code: int, message: str, **kw: Any) -> Any:
+    return pytest.param(Case(args, files, code, message, **kw), id=id)
+
+
+ALIGN = ["align", "{tmp}/recipe.yaml"]
+SFT = ["sft", "{tmp}/recipe.yaml"]
+MERGE_OUT = ["-o", "{tmp}/out"]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under `root`: a folder as 'dir', a file as its size and content hash."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_dir():
+            found[key] = "dir"
+        else:
+            found[key] = f"{path.stat().st_size}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    return found
+
+
+def prepare(tmp: Path, files: dict[str, Any], tiny_model_dir: Path) -> None:
+    for name, spec in files.items():
+        if spec == TINY:
+            shutil.copytree(tiny_model_dir, tmp / name, ignore=shutil.ignore_patterns("*.tmp"))
+    for name, spec in files.items():
+        path = tmp / name
+        if spec == TINY:
+            continue
+        if spec is None:
+            if path.is_dir():
+                shutil.rmtree(path)
+            path.unlink(missing_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if spec == DIR:
+            path.mkdir(exist_ok=True)
+        elif isinstance(spec, bytes):
+            path.write_bytes(spec)
+        else:
+            path.write_text(spec.replace("{tmp}", str(tmp)), encoding="utf-8")
+
+
+def check_refused(bad: Case, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run one case: its exit code, one `error:` line with its message, no traceback, nothing written, fast."""
+    tmp = tmp_path / "work"
+    tmp.mkdir()
+    prepare(tmp, bad.files, tiny_model_dir)
+    if bad.build is not None:
+        bad.build(tmp)
+    monkeypatch.chdir(tmp)  # a default output (outputs/..., MODEL-gguf/) would land here and be seen
+    before = snapshot(tmp_path)
+
+    args = [arg.replace("{tmp}", str(tmp)) for arg in bad.args]
+    started = time.monotonic()
+    result = runner.invoke(app, args)
+    seconds = time.monotonic() - started
+
+    output = result.output
+    # An exception that escaped the CLI is a traceback for the user, whatever CliRunner prints.
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in output, output
+    assert result.exit_code == bad.code, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    flat = " ".join(output.split())
+    assert bad.message.replace("{tmp}", str(tmp)) in flat, output
+    assert bad.hidden is None or bad.hidden not in output
+
+    assert snapshot(tmp_path) == before, "something was written"
+    assert not [p for p in tmp_path.rglob("*") if ".partial" in p.name or ".old-" in p.name]
+    # Nothing heavy ran: every refusal comes before a model, a dataset or the weights are loaded.
+    assert seconds < 10, f"{seconds:.1f} s"
+
+
+def check_case_ids(cases: list[Any], commands: tuple[str, ...], at_least: int = 5) -> None:
+    ids = [param.id for param in cases]
+    assert len(ids) == len(set(ids))
+    for command in commands:
+        assert sum(i.startswith(command + "-") for i in ids) >= at_least, command
