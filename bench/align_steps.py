@@ -2,7 +2,7 @@
 
     python bench/align_steps.py MODEL_DIR DATA.jsonl [--passes 3]
 
-Builds, in one process, the trainer `discopop align` uses (`discopop_cli.trainer.build_trainer_class` with the
+Builds, in one process, the trainer `discopop align` uses (`discopop_cli.train.discopop_trainer.DiscoPOPTrainer` with the
 planned `discopop` loss) and TRL's own `DPOTrainer(loss_type="discopop")`, with the same settings as
 bench/align_train.py, then times `training_step` (policy and reference forward, loss, backward) of each on the
 same batches, alternating batch by batch. Whole-process timings on a shared 2-core machine drift by more than the
@@ -25,7 +25,8 @@ def trainers(model: str, data: str, output: str) -> dict[str, Any]:
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from discopop_cli.train.injection import build_trainer_class, plan_losses
+    from discopop_cli.train.discopop_trainer import DiscoPOPTrainer
+    from discopop_cli.train.injection import plan_losses
 
     dataset = load_dataset("json", data_files=data, split="train").select_columns(["chosen", "rejected"])
     dataset = dataset.shuffle(seed=42)
@@ -36,7 +37,7 @@ def trainers(model: str, data: str, output: str) -> dict[str, Any]:
     plan = plan_losses("discopop", None, {"discopop_tau": 0.05}, None)
     common = dict(model=model, train_dataset=dataset, processing_class=tokenizer)
     return {
-        "discopop": build_trainer_class()(args=DPOConfig(**settings), loss_plan=plan, **common),
+        "discopop": DiscoPOPTrainer(args=DPOConfig(**settings), loss_plan=plan, **common),
         "trl": DPOTrainer(args=DPOConfig(**settings), **common),
     }
 

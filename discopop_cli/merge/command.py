@@ -24,7 +24,7 @@ from discopop_cli.core.json_files import read_json
 if TYPE_CHECKING:
     import torch
 
-    from discopop_cli.merge.inputs import BaseCheckpoint
+    from discopop_cli.merge.inputs import Adapter, BaseCheckpoint
     from discopop_cli.merge.plan import MergePlan, TensorPlan
 
 DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16"}
@@ -60,6 +60,7 @@ def run_merge(
     max_shard_size: str = DEFAULT_MAX_SHARD_SIZE,
 ) -> None:
     from discopop_cli.core.outputs import check_destination, promote, staging_dir
+    from discopop_cli.merge.card import render_merge_card
     from discopop_cli.merge.inputs import read_adapter, read_base
     from discopop_cli.merge.plan import build_plan
     from discopop_cli.merge.safetensors_stream import parse_size
@@ -74,16 +75,7 @@ def run_merge(
         raise UserError(f"--max-shard-size: {exc}") from None
 
     adapter = read_adapter(adapter_path.expanduser())
-    recorded = adapter.config.get("base_model_name_or_path")
-    base_name = base or recorded
-    if not base_name:
-        raise UserError(f"{adapter_path}/adapter_config.json names no base model; pass one with --base")
-    if base and recorded and base != recorded:
-        notice(f"merging into {base}, not the adapter's recorded base {recorded}")
-    base_dir = resolve_model(base_name)
-    for what, folder in (("adapter", adapter.folder), ("base model", base_dir)):
-        if folder.resolve().is_relative_to(output.resolve()):
-            raise UserError(f"--output {output} would replace the {what} it merges from; choose another path")
+    base_name, base_dir = _base_of(adapter, base, output)
     checkpoint = read_base(base_dir)
     embeddings, tied = embedding_pair(checkpoint.config, base_dir)
     plan = build_plan(checkpoint, adapter, out_dtype=out_dtype, embeddings=embeddings, tied=tied, base_label=base_name)
@@ -94,15 +86,7 @@ def run_merge(
     try:
         files, total_bytes = _write_weights(plan, checkpoint, staging, max_shard_bytes)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        # The adapter's generation config wins: `discopop sft` may have made a new end-of-turn token the stop token.
-        for source in (adapter.folder, base_dir):
-            if (source / "generation_config.json").is_file():
-                shutil.copyfile(source / "generation_config.json", staging / "generation_config.json")
-                break
-        for name, source in tokenizer_files.items():
-            shutil.copyfile(source, staging / name)
-        from discopop_cli.merge.card import render_merge_card
-
+        _copy_companions(staging, adapter.folder, base_dir, tokenizer_files)
         card = render_merge_card(
             model_name=output.name,
             base=base_name,
@@ -131,6 +115,32 @@ def run_merge(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _base_of(adapter: Adapter, base: str | None, output: Path) -> tuple[str, Path]:
+    """The base to merge into (--base, else the adapter's recorded one) and its local folder."""
+    recorded = adapter.config.get("base_model_name_or_path")
+    base_name = base or recorded
+    if not base_name:
+        raise UserError(f"{adapter.folder}/adapter_config.json names no base model; pass one with --base")
+    if base and recorded and base != recorded:
+        notice(f"merging into {base}, not the adapter's recorded base {recorded}")
+    base_dir = resolve_model(base_name)
+    for what, folder in (("adapter", adapter.folder), ("base model", base_dir)):
+        if folder.resolve().is_relative_to(output.resolve()):
+            raise UserError(f"--output {output} would replace the {what} it merges from; choose another path")
+    return base_name, base_dir
+
+
+def _copy_companions(staging: Path, adapter_dir: Path, base_dir: Path, tokenizer_files: dict[str, Path]) -> None:
+    """The generation config and the tokenizer files beside the merged weights."""
+    # The adapter's generation config wins: `discopop sft` may have made a new end-of-turn token the stop token.
+    for source in (adapter_dir, base_dir):
+        if (source / "generation_config.json").is_file():
+            shutil.copyfile(source / "generation_config.json", staging / "generation_config.json")
+            break
+    for name, source in tokenizer_files.items():
+        shutil.copyfile(source, staging / name)
 
 
 def _output_dtype(name: str | None) -> torch.dtype | None:

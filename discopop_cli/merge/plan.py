@@ -95,14 +95,7 @@ def build_plan(
     `embeddings` maps the output embedding's tensor name to the input embedding's (lm_head.weight ->
     model.embed_tokens.weight), `tied` says whether the base ties them; `out_dtype` None keeps stored dtypes.
     """
-    from discopop_cli.merge.safetensors_stream import torch_dtype
-
-    plans: dict[str, TensorPlan] = {}
-    for name, (_, dtype_name, shape) in base.tensors.items():
-        dtype = torch_dtype(dtype_name)
-        if out_dtype is not None and dtype.is_floating_point:
-            dtype = out_dtype
-        plans[name] = TensorPlan(name=name, source=name, shape=shape, dtype=dtype)
+    plans = _base_tensors(base, out_dtype)
     pairs = {target: source for target, source in embeddings.items() if source in plans}
     # A tied output embedding missing from the file reads its source; it is written only if the adapter unties it.
     virtual = [target for target in pairs if tied and target not in plans]
@@ -120,6 +113,40 @@ def build_plan(
             )
         return plans[tensor]
 
+    lora_parts = _attach_whole_tensors(adapter, plan_for, base_label)
+    plan = MergePlan(tensors=[])
+    # peft gives a tied output embedding the token rows of its input embedding, listed under the input's name only.
+    tied_modules = {t.removesuffix(".weight"): s.removesuffix(".weight") for t, s in pairs.items()} if tied else {}
+    for module, parts in sorted(lora_parts.items()):
+        _plan_module(module, parts, adapter.config, plans, plan_for, plan, base_label, tied_modules)
+    _check_vocabulary_resize(plans, base, plan)
+    if tied:
+        _settle_ties(plans, pairs, virtual, plan)
+
+    plan.tensors = list(plans.values())
+    plan.replaced = [p.name for p in plan.tensors if p.replacement is not None]
+    if out_dtype is not None:
+        plan.config_updates["dtype"] = str(out_dtype).removeprefix("torch.")
+    return plan
+
+
+def _base_tensors(base: BaseCheckpoint, out_dtype: torch.dtype | None) -> dict[str, TensorPlan]:
+    """One plan per tensor of the base, in its stored dtype or `out_dtype` for floating-point ones."""
+    from discopop_cli.merge.safetensors_stream import torch_dtype
+
+    plans: dict[str, TensorPlan] = {}
+    for name, (_, dtype_name, shape) in base.tensors.items():
+        dtype = torch_dtype(dtype_name)
+        if out_dtype is not None and dtype.is_floating_point:
+            dtype = out_dtype
+        plans[name] = TensorPlan(name=name, source=name, shape=shape, dtype=dtype)
+    return plans
+
+
+def _attach_whole_tensors(
+    adapter: Adapter, plan_for: Callable[[str, str], TensorPlan], base_label: str
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Put the tensors the adapter replaces whole into their plans; return its LoRA parts by module."""
     lora_parts: dict[str, dict[str, torch.Tensor]] = {}
     # A wrapper saved whole (modules_to_save on a resized embedding) holds M.weight and M.modules_to_save.weight,
     # the trained copy peft's forward uses, which goes last so it wins; M.original_module.weight is the unused base.
@@ -143,24 +170,26 @@ def build_plan(
             )
         target.replacement = value
         target.shape = tuple(value.shape)
+    return lora_parts
 
-    plan = MergePlan(tensors=[])
-    # peft gives a tied output embedding the token rows of its input embedding, listed under the input's name only.
-    tied_modules = {t.removesuffix(".weight"): s.removesuffix(".weight") for t, s in pairs.items()} if tied else {}
-    for module, parts in sorted(lora_parts.items()):
-        _plan_module(module, parts, adapter.config, plans, plan_for, plan, base_label, tied_modules)
 
+def _check_vocabulary_resize(plans: dict[str, TensorPlan], base: BaseCheckpoint, plan: MergePlan) -> None:
+    """Whole tensors of another shape are allowed only as one consistent vocabulary resize, recorded in the plan."""
     resized = [p for p in plans.values() if p.replacement is not None and p.shape != base.tensors[p.source][2]]
-    if resized:
-        old_vocab, new_rows = _vocab_size(base.config), {p.shape[0] for p in resized}
-        if old_vocab is None or len(new_rows) != 1 or any(base.tensors[p.source][2][0] != old_vocab for p in resized):
-            names = ", ".join(p.name for p in resized)
-            raise UserError(f"the adapter's {names} change shape in a way other than a vocabulary resize")
-        plan.vocab_resized = (old_vocab, new_rows.pop())
-        _set_vocab_size(plan.config_updates, base.config, plan.vocab_resized[1])
+    if not resized:
+        return
+    old_vocab, new_rows = _vocab_size(base.config), {p.shape[0] for p in resized}
+    if old_vocab is None or len(new_rows) != 1 or any(base.tensors[p.source][2][0] != old_vocab for p in resized):
+        names = ", ".join(p.name for p in resized)
+        raise UserError(f"the adapter's {names} change shape in a way other than a vocabulary resize")
+    plan.vocab_resized = (old_vocab, new_rows.pop())
+    _set_vocab_size(plan.config_updates, base.config, plan.vocab_resized[1])
 
+
+def _settle_ties(plans: dict[str, TensorPlan], pairs: dict[str, str], virtual: list[str], plan: MergePlan) -> None:
+    """A tied output embedding stays tied when the adapter changed both sides alike, and is untied otherwise."""
     for target, source in pairs.items():
-        if not tied or target not in plans:
+        if target not in plans:
             continue
         if _stays_tied(plans[source], plans[target]):
             if target in virtual:
@@ -180,12 +209,6 @@ def build_plan(
                     f"{plans[name].shape[0]} rows; the merged model would not be consistent"
                 )
 
-    plan.tensors = list(plans.values())
-    plan.replaced = [p.name for p in plan.tensors if p.replacement is not None]
-    if out_dtype is not None:
-        plan.config_updates["dtype"] = str(out_dtype).removeprefix("torch.")
-    return plan
-
 
 def _plan_module(
     module: str,
@@ -198,23 +221,66 @@ def _plan_module(
     tied_modules: dict[str, str],
 ) -> None:
     """Attach one module's LoRA factors (and DoRA magnitude, LoRA bias, token rows) to the tensors they change."""
-    import torch
-
     if "token_adapter.trainable_tokens_delta" in parts:
-        target = plan_for(f"{module}.weight", "changes token rows of")
-        values = parts["token_adapter.trainable_tokens_delta"].float()
-        indices = _token_indices(cfg.get("trainable_token_indices"), module, tied_modules.get(module))
-        if len(indices) != values.shape[0] or max(indices, default=0) >= target.shape[0]:
-            raise UserError(f"the adapter's trainable tokens for {module} do not fit {base_label}'s embedding")
-        target.token_rows = (torch.tensor(indices), values)
+        _attach_token_rows(module, parts, cfg, plan_for, base_label, tied_modules)
     embedding = "lora_embedding_A" in parts
     a_key, b_key = ("lora_embedding_A", "lora_embedding_B") if embedding else ("lora_A.weight", "lora_B.weight")
     if a_key not in parts and b_key not in parts:
         return
     if a_key not in parts or b_key not in parts:
         raise UserError(f"the adapter has only one of {a_key}/{b_key} for {module}; it is incomplete")
-    lora_a, lora_b = parts[a_key].float(), parts[b_key].float()
     target = plan_for(f"{module}.weight", "targets")
+    delta = _lora_delta(module, parts[a_key].float(), parts[b_key].float(), target, cfg, embedding, base_label)
+    if "lora_magnitude_vector" in parts:
+        if embedding:
+            raise UserError(f"DoRA on the embedding {module} is not supported by discopop merge")
+        delta.dora_magnitude = parts["lora_magnitude_vector"].float().reshape(-1)
+        if delta.dora_magnitude.shape[0] != target.shape[0]:
+            raise UserError(f"the adapter's DoRA magnitude for {module} does not fit {base_label}'s weight")
+    target.delta = delta
+    plan.deltas.append(delta)
+    if "lora_B.bias" in parts:
+        if f"{module}.bias" not in planned:
+            raise UserError(
+                f"the adapter has a LoRA bias (lora_bias) for {module}, whose layer in {base_label} has no bias; "
+                "there is nothing to fold it into (peft cannot merge it either)"
+            )
+        bias = plan_for(f"{module}.bias", "adds a LoRA bias to")
+        out_features = delta.lora_B.shape[0]
+        if bias.shape != (out_features,):
+            raise UserError(f"the adapter's lora_B.bias for {module} does not fit {base_label}'s bias")
+        bias.addend = parts["lora_B.bias"].float() * delta.scale
+
+
+def _attach_token_rows(
+    module: str,
+    parts: dict[str, torch.Tensor],
+    cfg: dict[str, Any],
+    plan_for: Callable[[str, str], TensorPlan],
+    base_label: str,
+    tied_modules: dict[str, str],
+) -> None:
+    """`trainable_token_indices`: the adapter's new values for some rows of an embedding."""
+    import torch
+
+    target = plan_for(f"{module}.weight", "changes token rows of")
+    values = parts["token_adapter.trainable_tokens_delta"].float()
+    indices = _token_indices(cfg.get("trainable_token_indices"), module, tied_modules.get(module))
+    if len(indices) != values.shape[0] or max(indices, default=0) >= target.shape[0]:
+        raise UserError(f"the adapter's trainable tokens for {module} do not fit {base_label}'s embedding")
+    target.token_rows = (torch.tensor(indices), values)
+
+
+def _lora_delta(
+    module: str,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    target: TensorPlan,
+    cfg: dict[str, Any],
+    embedding: bool,
+    base_label: str,
+) -> LoraDelta:
+    """The checked `scale * B @ A` for one module: shapes against the base, rank and alpha as peft reads them."""
     if len(target.shape) != 2 or lora_a.dim() != 2:
         raise UserError(f"{module} is not a 2-D weight (convolution or fused parameter); discopop merge cannot fold it")
     transposed = embedding or bool(cfg.get("fan_in_fan_out"))
@@ -231,25 +297,7 @@ def _plan_module(
         raise UserError(f"adapter_config.json says r={expected_r} for {module} but its lora_A has rank {r}")
     alpha = float(_pattern_value(cfg.get("alpha_pattern") or {}, module, cfg.get("lora_alpha", 8)))
     scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
-    delta = LoraDelta(module, lora_a, lora_b, scale, r, alpha, transposed)
-    if "lora_magnitude_vector" in parts:
-        if embedding:
-            raise UserError(f"DoRA on the embedding {module} is not supported by discopop merge")
-        delta.dora_magnitude = parts["lora_magnitude_vector"].float().reshape(-1)
-        if delta.dora_magnitude.shape[0] != rows:
-            raise UserError(f"the adapter's DoRA magnitude for {module} does not fit {base_label}'s weight")
-    target.delta = delta
-    plan.deltas.append(delta)
-    if "lora_B.bias" in parts:
-        if f"{module}.bias" not in planned:
-            raise UserError(
-                f"the adapter has a LoRA bias (lora_bias) for {module}, whose layer in {base_label} has no bias; "
-                "there is nothing to fold it into (peft cannot merge it either)"
-            )
-        bias = plan_for(f"{module}.bias", "adds a LoRA bias to")
-        if bias.shape != (out_features,):
-            raise UserError(f"the adapter's lora_B.bias for {module} does not fit {base_label}'s bias")
-        bias.addend = parts["lora_B.bias"].float() * scale
+    return LoraDelta(module, lora_a, lora_b, scale, r, alpha, transposed)
 
 
 def _token_indices(config_value: Any, module: str, tied_to: str | None) -> list[int]:

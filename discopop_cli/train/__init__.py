@@ -2,7 +2,8 @@
 train, save), and what they share.
 
 - `sft`, `align`: the two commands.
-- `injection`: TRL's DPOTrainer with the loss registry behind `loss_type`.
+- `injection`: how the loss registry gets behind `loss_type` (the loss plan, the recorder, the checks).
+- `discopop_trainer`: the DPOTrainer subclass itself (imports TRL).
 - `shared`: tokenizer and model loading, the closing report, the files written beside a model.
 - `summary`: the `--dry-run` table and the model card's hyperparameter lines.
 - `chat_tokens`: chat-template tokens the vocabulary lacks, added before training.

@@ -56,7 +56,7 @@ def _train(
 
     from discopop_cli.data import sources as data
     from discopop_cli.train import shared as training
-    from discopop_cli.train.injection import build_trainer_class
+    from discopop_cli.train.discopop_trainer import DiscoPOPTrainer
     from discopop_cli.train.run_directory import publish, run_directory
 
     started = time.monotonic()
@@ -75,9 +75,8 @@ def _train(
 
     with run_directory(destination, force=force) as final:
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
-        trainer_cls = build_trainer_class()
         with training.model_loading(model_args.model_name_or_path):  # TRL loads the model in its constructor
-            dpo = trainer_cls(
+            dpo = DiscoPOPTrainer(
                 model=model_args.model_name_or_path,
                 args=config,
                 train_dataset=train_dataset,

@@ -140,93 +140,24 @@ class _ForwardRecorder:
         return outputs
 
 
-def build_trainer_class() -> type:
-    """The DPOTrainer subclass, built on demand so importing this module does not import TRL."""
-    from trl import DPOTrainer
+def truncate_prompts(dataset: Any, limit: int, max_length: int | None, bos: int | None) -> tuple[Any, int]:
+    """Cut prompts that make a pair too long to their last `limit` tokens (keeping a leading BOS), as TRL did
+    before 0.20; return the dataset and how many prompts were cut."""
 
-    from discopop_cli.train.shared import trainer_class
+    def truncate(example: dict[str, Any]) -> dict[str, Any]:
+        prompt = example["prompt_ids"]
+        longest = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
+        too_long = len(prompt) + longest > max_length if max_length is not None else True
+        if too_long and len(prompt) > limit:
+            # Keep the end of the prompt (the question), and its BOS if it had one.
+            keep_bos = bos is not None and prompt[0] == bos
+            prompt = [bos, *prompt[-(limit - 1) :]] if keep_bos else prompt[-limit:]
+            return {"prompt_ids": prompt, "prompt_truncated": True}
+        return {"prompt_ids": prompt, "prompt_truncated": False}
 
-    class DiscoPOPTrainer(trainer_class(DPOTrainer)):
-        """TRL's DPOTrainer whose `loss_type` also accepts the project's registry losses and `module:function`."""
-
-        def __init__(
-            self,
-            *args: Any,
-            loss_plan: LossPlan,
-            max_prompt_length: int | None = None,
-            **kwargs: Any,
-        ) -> None:
-            self.loss_plan = loss_plan
-            self.max_prompt_length = max_prompt_length
-            self.prompts_truncated = 0
-            super().__init__(*args, **kwargs)
-            self.loss_types, self.loss_weights = loss_plan.for_trl()
-
-        # -- max_prompt_length: the pre-0.20 TRL behaviour the 2024 recipes were tuned with -------------------
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # noqa: ANN001, ANN202
-            if self.max_prompt_length is None:
-                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-            max_length = args.max_length
-            args.max_length = None  # keep long prompts: they are truncated below instead of dropped
-            try:
-                dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-            finally:
-                args.max_length = max_length
-            return self._truncate_prompts(dataset, max_length)
-
-        def _truncate_prompts(self, dataset: Any, max_length: int | None) -> Any:
-            limit = self.max_prompt_length
-            bos = getattr(self._tokenizer, "bos_token_id", None)
-
-            def truncate(example: dict[str, Any]) -> dict[str, Any]:
-                prompt = example["prompt_ids"]
-                longest = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
-                too_long = len(prompt) + longest > max_length if max_length is not None else True
-                if too_long and len(prompt) > limit:
-                    # Keep the end of the prompt (the question), and its BOS if it had one.
-                    keep_bos = bos is not None and prompt[0] == bos
-                    prompt = [bos, *prompt[-(limit - 1) :]] if keep_bos else prompt[-limit:]
-                    return {"prompt_ids": prompt, "prompt_truncated": True}
-                return {"prompt_ids": prompt, "prompt_truncated": False}
-
-            dataset = dataset.map(truncate, desc=f"Truncating prompts to {limit} tokens")
-            self.prompts_truncated += sum(dataset["prompt_truncated"])
-            return dataset.remove_columns("prompt_truncated")
-
-        # -- the loss ------------------------------------------------------------------------------------------
-        def _compute_loss(self, model, inputs, return_outputs):  # noqa: ANN001, ANN202
-            if not self.loss_plan.registry:
-                return super()._compute_loss(model, inputs, return_outputs)
-            recorder = _ForwardRecorder(model)
-            if self.precompute_ref_logps:
-                result = super()._compute_loss(recorder, inputs, return_outputs)
-            else:
-                reference = self.ref_model if self.ref_model is not None else self.model
-                ref_chosen, ref_rejected = self.compute_ref_log_probs(reference, inputs)
-                inputs = {**inputs, "ref_chosen_logps": ref_chosen, "ref_rejected_logps": ref_rejected}
-                self.precompute_ref_logps = True  # TRL reads the reference log-probs from the batch
-                try:
-                    result = super()._compute_loss(recorder, inputs, return_outputs)
-                finally:
-                    self.precompute_ref_logps = False
-            loss, outputs = result if return_outputs else (result, None)
-
-            seq_len = inputs["completion_mask"].size(1) - 1
-            policy_logps = recorder.outputs.log_probs[:, -seq_len:].sum(dim=1)
-            policy_chosen, policy_rejected = policy_logps.chunk(2, dim=0)
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-            mode = "train" if self.model.training else "eval"
-            for planned in self.loss_plan.registry:
-                per_pair = planned.fn(
-                    policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=self.beta, **planned.params
-                )
-                term = per_pair.mean()
-                loss = loss + planned.weight * term  # promotes to float32: a float16 loss would overflow first
-                gathered = self.accelerator.gather_for_metrics(term.detach().reshape(1))
-                self._metrics[mode][f"loss/{planned.name}"].append(gathered.float().mean().item())
-            return (loss, outputs) if return_outputs else loss
-
-    return DiscoPOPTrainer
+    dataset = dataset.map(truncate, desc=f"Truncating prompts to {limit} tokens")
+    truncated = sum(dataset["prompt_truncated"])
+    return dataset.remove_columns("prompt_truncated"), truncated
 
 
 def check_plan_supported(plan: LossPlan, config: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from rich.markup import escape
@@ -90,17 +91,25 @@ def sft_loss_line(config: Any) -> str:
 
 def print_recipe_table(recipe: Any, config: Any, plan: Any = None, *, processes: int = 1) -> None:
     """The dry-run table; `plan` is align's loss plan (None for sft); `processes` all processes of the run."""
-    from discopop_cli.data.sources import count_rows
-
     table = Table(title=f"{recipe.path.name} ({recipe.task}, dry run: nothing trained or written)", show_lines=False)
     table.add_column("setting", style="bold")
     table.add_column("value", overflow="fold")
+    for rows in (
+        _model_rows(recipe),
+        _data_rows(recipe, config),
+        _loss_rows(config, plan),
+        _run_rows(recipe, config, processes),
+    ):
+        for setting, value in rows:
+            table.add_row(setting, escape(value))
+    out.print(table)
 
-    def row(setting: str, value: str) -> None:
-        table.add_row(setting, escape(value))
 
+Rows = Iterator[tuple[str, str]]
+
+
+def _model_rows(recipe: Any) -> Rows:
     model = recipe.model
-    model_line = str(model.get("model_name_or_path"))
     extras = []
     if model.get("dtype"):
         extras.append(f"dtype {model['dtype']}")
@@ -108,53 +117,62 @@ def print_recipe_table(recipe: Any, config: Any, plan: Any = None, *, processes:
         extras.append(f"LoRA r={model.get('lora_r', 16)} alpha={model.get('lora_alpha', 32)}")
     if model.get("load_in_4bit"):
         extras.append("4-bit")
-    row("model", model_line + (f" ({', '.join(extras)})" if extras else ""))
+    yield "model", str(model.get("model_name_or_path")) + (f" ({', '.join(extras)})" if extras else "")
     if recipe.extras.get("tokenizer_name_or_path"):
-        row("tokenizer", str(recipe.extras["tokenizer_name_or_path"]))
+        yield "tokenizer", str(recipe.extras["tokenizer_name_or_path"])
     if recipe.extras.get("chat_template"):
         from discopop_cli.train.chat_tokens import template_tokens
 
         tokens = template_tokens(recipe.extras["chat_template"])
-        row("chat template", "from the recipe" + (f" (turn tokens {', '.join(tokens)})" if tokens else ""))
+        yield "chat template", "from the recipe" + (f" (turn tokens {', '.join(tokens)})" if tokens else "")
+
+
+def _data_rows(recipe: Any, config: Any) -> Rows:
+    from discopop_cli.data.sources import count_rows
+
     for spec in recipe.data.train:
         rows = count_rows(spec)
         count = f"{rows} rows" if rows is not None else "Hub dataset, rows counted at load"
         weight = f", weight {spec.weight}" if spec.weight is not None else ""
-        row("train data", f"{spec.label} ({count}{weight})")
-    with_eval = str(config.eval_strategy) not in ("no", "IntervalStrategy.NO")
-    if with_eval:
-        for spec in recipe.data.eval:
-            rows = count_rows(spec)
-            row("eval data", f"{spec.label} ({f'{rows} rows' if rows is not None else 'Hub dataset'})")
-        if recipe.data.test_split_size:
-            row("eval data", f"test_split_size {recipe.data.test_split_size} of the training mixture")
-    else:
-        row("eval", "off (eval_strategy: no)")
-    if plan is not None:
-        for name, weight, params, source in plan.describe():
-            detail = ", ".join(f"{k}={v}" for k, v in params.items())
-            weight_text = f" x {weight}" if len(plan.describe()) > 1 else ""
-            row("loss", f"{name}{weight_text} [{source}]" + (f" ({detail})" if detail else ""))
-        row("beta", str(config.beta))
-    else:
-        row("loss", sft_loss_line(config))
+        yield "train data", f"{spec.label} ({count}{weight})"
+    if str(config.eval_strategy) in ("no", "IntervalStrategy.NO"):
+        yield "eval", "off (eval_strategy: no)"
+        return
+    for spec in recipe.data.eval:
+        rows = count_rows(spec)
+        yield "eval data", f"{spec.label} ({f'{rows} rows' if rows is not None else 'Hub dataset'})"
+    if recipe.data.test_split_size:
+        yield "eval data", f"test_split_size {recipe.data.test_split_size} of the training mixture"
+
+
+def _loss_rows(config: Any, plan: Any) -> Rows:
+    if plan is None:  # sft
+        yield "loss", sft_loss_line(config)
         if config.packing:
-            row("packing", f"{_value(config.packing_strategy)} into blocks of max_length")
-    row("batch", batch_line(config, processes))
-    row(
+            yield "packing", f"{_value(config.packing_strategy)} into blocks of max_length"
+        return
+    described = plan.describe()
+    for name, weight, params, source in described:
+        detail = ", ".join(f"{k}={v}" for k, v in params.items())
+        weight_text = f" x {weight}" if len(described) > 1 else ""
+        yield "loss", f"{name}{weight_text} [{source}]" + (f" ({detail})" if detail else "")
+    yield "beta", str(config.beta)
+
+
+def _run_rows(recipe: Any, config: Any, processes: int) -> Rows:
+    yield "batch", batch_line(config, processes)
+    steps = f", max_steps {config.max_steps}" if config.max_steps > 0 else ""
+    yield (
         "schedule",
         f"lr {config.learning_rate}, {_value(config.lr_scheduler_type)}, warmup {config.warmup_steps}, "
-        f"{config.num_train_epochs} epoch(s)" + (f", max_steps {config.max_steps}" if config.max_steps > 0 else ""),
+        f"{config.num_train_epochs} epoch(s){steps}",
     )
     lengths = f"max_length {config.max_length}"
     if recipe.extras.get("max_prompt_length"):
         lengths += f", max_prompt_length {recipe.extras['max_prompt_length']}"
-    row("lengths", lengths)
+    yield "lengths", lengths
     precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "float32"
     device = "CPU" if config.use_cpu else "accelerator"
-    row(
-        "precision",
-        f"{precision} on {device}" + (", gradient checkpointing" if config.gradient_checkpointing else ""),
-    )
-    row("output_dir", str(config.output_dir))
-    out.print(table)
+    checkpointing = ", gradient checkpointing" if config.gradient_checkpointing else ""
+    yield "precision", f"{precision} on {device}{checkpointing}"
+    yield "output_dir", str(config.output_dir)

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from discopop_cli.cli import app
-from discopop_cli.train.injection import LossPlan, build_trainer_class, plan_losses
+from discopop_cli.train.injection import LossPlan, plan_losses
 
 runner = CliRunner()
 
@@ -139,7 +139,8 @@ def trainer(tiny_model_dir: Path, tiny_dataset_path: Path, tmp_path_factory: pyt
         activation_checkpointing=False,
     )
     plan = plan_losses("discopop", None, {"discopop_tau": 0.05}, None)
-    cls = build_trainer_class()
+    from discopop_cli.train.discopop_trainer import DiscoPOPTrainer as cls
+
     trainer = cls(
         model=str(tiny_model_dir),
         args=config,
@@ -223,7 +224,8 @@ def test_max_prompt_length_keeps_bos_and_prompt_end(tiny_model_dir: Path, tmp_pa
         }
     ] * 2
     config = DPOConfig(output_dir=str(tmp_path), max_length=64, use_cpu=True, bf16=False, report_to="none")
-    cls = build_trainer_class()
+    from discopop_cli.train.discopop_trainer import DiscoPOPTrainer as cls
+
     trainer = cls(
         model=str(tiny_model_dir),
         args=config,
