@@ -263,6 +263,103 @@ def export(
     run_export(model_dir, gguf=gguf, quant=quant, output=output, name=name, system=system, verify=verify, force=force)
 
 
+# `discopop eval ...`: one sub-group; each evaluation is one command calling one function in discopop_cli/eval/.
+eval_app = typer.Typer(
+    cls=_Group,
+    name="eval",
+    help="Measure a model: preference accuracy on held-out pairs (prefs), benchmark tasks (tasks).",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+DtypeOption = Annotated[
+    str, typer.Option("--dtype", help="auto (float32 on CPU, bfloat16 on a GPU), float32, bfloat16 or float16.")
+]
+NoSaveOption = Annotated[
+    bool, typer.Option("--no-save", help="Do not write eval_results.json and the card's model-index.")
+]
+
+
+@eval_app.command("prefs")
+def eval_prefs(
+    models: Annotated[
+        list[str], typer.Argument(metavar="MODEL...", help="Model folders (or Hub ids) to score side by side.")
+    ],
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Preference pairs: a local file or folder, or a Hub id. Repeat to concatenate."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split of --data (default: train for a file, test otherwise).")
+    ] = None,
+    ref: Annotated[
+        str | None,
+        typer.Option("--ref", help="Reference model for TRL's rewards/* (default with --recipe: its model)."),
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", help="An align recipe: its held-out split, beta, max_length, chat template, model."),
+    ] = None,
+    beta: Annotated[
+        float | None, typer.Option("--beta", help="Reward scale (default: the recipe's, else 0.1).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per batch (TRL's eval batch size).")] = 8,
+    dtype: DtypeOption = "auto",
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Tokens per sequence (default: the recipe's, else 1024).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON instead of a table.")] = False,
+    no_save: NoSaveOption = False,
+) -> None:
+    """Preference metrics on held-out pairs: TRL's rewards/* against a reference, and reference-free accuracies."""
+    from discopop_cli.eval.prefs import run_prefs
+
+    run_prefs(
+        models,
+        data=data or [],
+        split=split,
+        ref=ref,
+        recipe=recipe,
+        beta=beta,
+        batch_size=batch_size,
+        dtype=dtype,
+        max_length=max_length,
+        as_json=as_json,
+        save=not no_save,
+    )
+
+
+@eval_app.command("tasks")
+def eval_tasks(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A model folder, a Hub id, or a .gguf file.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="lm-evaluation-harness task names, comma-separated.")],
+    include_path: Annotated[
+        Path | None, typer.Option("--include-path", help="A folder of your own task YAML files.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Score only the first N examples per task.")] = None,
+    num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", help="Few-shot examples per prompt.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Requests per batch.")] = 8,
+    dtype: DtypeOption = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON instead of a table.")] = False,
+    no_save: NoSaveOption = False,
+) -> None:
+    """Benchmark tasks through lm-evaluation-harness (the \\[eval] extra), offline on local tasks; a GGUF via llama.cpp."""
+    from discopop_cli.eval.tasks import run_tasks
+
+    run_tasks(
+        model,
+        tasks=tasks,
+        include_path=include_path,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        batch_size=batch_size,
+        dtype=dtype,
+        as_json=as_json,
+        save=not no_save,
+    )
+
+
 def main() -> None:
     app()
 

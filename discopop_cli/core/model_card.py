@@ -140,3 +140,58 @@ def render_card(
     if is_gemma:
         lines += ["", "## License", "", f"{GEMMA_NOTICE}."]
     return "\n".join(lines) + "\n"
+
+
+# --- evaluation results: the card's `model-index`, as the Hugging Face Hub reads it -----------------------------
+
+
+def _result_key(result: dict[str, Any]) -> tuple[Any, ...]:
+    task, dataset = result.get("task") or {}, result.get("dataset") or {}
+    return (task.get("type"), dataset.get("type"), dataset.get("name"), dataset.get("config"), dataset.get("split"))
+
+
+def merge_model_index(earlier: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`model-index` results with `new` merged in: a result for the same task and dataset gets the new metrics
+    (replacing those of the same type and name, keeping the others); every other earlier result is kept as it was."""
+    merged = [dict(result) for result in earlier if isinstance(result, dict)]
+    for result in new:
+        match = next((m for m in merged if _result_key(m) == _result_key(result)), None)
+        if match is None:
+            merged.append(result)
+            continue
+        fresh = {(m.get("type"), m.get("name")) for m in result.get("metrics", [])}
+        kept = [m for m in match.get("metrics", []) if (m.get("type"), m.get("name")) not in fresh]
+        match["metrics"] = kept + list(result.get("metrics", []))
+        if "source" in result:
+            match["source"] = result["source"]
+    return merged
+
+
+def split_card(text: str) -> tuple[dict[str, Any], str]:
+    """(front matter, body) of a model card; a card without front matter has an empty one."""
+    if text.startswith("---\n"):
+        end = text.find("\n---", 4)
+        if end != -1:
+            front = yaml.safe_load(text[4:end]) or {}
+            if isinstance(front, dict):
+                body = text[end + 4 :]
+                return front, body[1:] if body.startswith("\n") else body
+    return {}, text
+
+
+def with_model_index(text: str | None, model_name: str, results: list[dict[str, Any]]) -> str:
+    """The card `text` (a minimal one when there is none) with `results` merged into its `model-index`.
+
+    The body and every other front-matter key are kept; so are results of other tools and other datasets."""
+    if text is None:
+        text = (
+            f"# {model_name}\n\nEvaluated with discopop-cli (`discopop eval`); the results are in the metadata above.\n"
+        )
+    front, body = split_card(text)
+    index = front.get("model-index")
+    entries = [e for e in index if isinstance(e, dict)] if isinstance(index, list) else []
+    if not entries:
+        entries = [{"name": model_name, "results": []}]
+    entries[0]["results"] = merge_model_index(entries[0].get("results") or [], results)
+    front["model-index"] = entries
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip() + "\n---\n" + body

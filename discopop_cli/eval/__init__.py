@@ -1,0 +1,11 @@
+"""Evaluation: `discopop eval ...`, measuring whether training made a model better.
+
+- `prefs`: preference metrics on held-out pairs (`discopop eval prefs`): TRL's `rewards/*` against a reference
+  model, and reference-free accuracies; `score_models` is the library entry point.
+- `pairs`: the pairs to score (the loaders `align` uses) and their TRL tokenization.
+- `logps`: batched log-probabilities of the chosen and rejected completions, model by model.
+- `tasks`: benchmark tasks through lm-evaluation-harness (`discopop eval tasks`), a GGUF through llama.cpp.
+- `results`: `eval_results.json` and the model card's `model-index`, kept beside the model, earlier results kept.
+
+May import: train, recipes, data, losses, core.
+"""
