@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
 		$(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(PY) -m pip install --quiet -e ".[dev,gguf]"
+	$(PY) -m pip install --quiet -e ".[dev,gguf,eval]"
 	touch $@
 
 lint: install

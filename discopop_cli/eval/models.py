@@ -79,10 +79,15 @@ def load_tokenizer(name: str) -> Any:
         raise UserError(f"could not load the tokenizer of {name}: {first_line(exc)}") from None
 
 
-def shared_tokenizer(names: list[str], ref: str | None, tokenizer: str | None, chat_template: str | None) -> Any:
-    """The tokenizer that tokenizes the pairs for every model; a model whose vocabulary differs is refused."""
-    anchor_name = str(tokenizer) if tokenizer is not None else names[0]
-    anchor = load_tokenizer(anchor_name)
+def shared_tokenizer(names: list[str], ref: str | None, tokenizer: Any, chat_template: str | None) -> Any:
+    """The tokenizer that tokenizes the pairs for every model; a model whose vocabulary differs is refused.
+
+    `tokenizer` is a name (folder or Hub id), an already loaded tokenizer, or None for the first model's."""
+    if tokenizer is not None and not isinstance(tokenizer, str | Path):
+        anchor_name, anchor = getattr(tokenizer, "name_or_path", "the given tokenizer"), tokenizer
+    else:
+        anchor_name = str(tokenizer) if tokenizer is not None else names[0]
+        anchor = load_tokenizer(anchor_name)
     if chat_template:
         anchor.chat_template = chat_template
     vocab = anchor.get_vocab()

@@ -43,7 +43,11 @@ class PairData:
 
 
 def _spec_for(value: str, split: str | None) -> DatasetSpec:
+    from discopop_cli.data.checks import looks_like_file
+
     path = Path(value).expanduser()
+    if not path.exists() and looks_like_file(value):
+        raise UserError(f"--data {value} not found; give a local file or folder of pairs, or a Hub dataset id")
     if path.is_file():
         return DatasetSpec(value, split=split or "train", columns=None)
     return DatasetSpec(value, split=split or "test")

@@ -76,7 +76,7 @@ def score_models(
     dtype: str = "auto",
     max_length: int | None = DEFAULT_MAX_LENGTH,
     max_prompt_length: int | None = None,
-    tokenizer: str | Path | None = None,
+    tokenizer: Any = None,
     chat_template: str | None = None,
     insert_empty_system: bool = False,
     progress: bool = False,
@@ -85,7 +85,8 @@ def score_models(
 
     `pairs` is a `datasets.Dataset` or a list of rows with `chosen`/`rejected` (and optionally `prompt`), in TRL's
     conversational or plain-text form. With `ref`, TRL's `rewards/*` metrics are included. The tokenizer (and chat
-    template) is `tokenizer`'s, else the first model's; every model and the reference must share its vocabulary.
+    template) is `tokenizer`'s, else the first model's; every model and the reference must share its vocabulary (a loaded
+    tokenizer passed as `tokenizer` is used as it is, its vocabulary already compared).
     """
     names = [str(m) for m in model_paths]
     models.check_models(names, ref=str(ref) if ref is not None else None)
@@ -94,7 +95,10 @@ def score_models(
         from datasets import Dataset
 
         rows = Dataset.from_list(pairs)
-    tok = models.shared_tokenizer(names, str(ref) if ref is not None else None, tokenizer, chat_template)
+    if tokenizer is None or isinstance(tokenizer, str | Path):
+        tok = models.shared_tokenizer(names, str(ref) if ref is not None else None, tokenizer, chat_template)
+    else:  # loaded by the caller, who has compared the vocabularies (run_prefs does)
+        tok = tokenizer
     if insert_empty_system:  # the recipe's auto_insert_empty_system_msg, as `align` applies it
         from discopop_cli.data.sources import insert_empty_system_message
 
@@ -175,6 +179,8 @@ def run_prefs(
     models.check_models(model_paths, ref=ref)
     if save:
         saved.check_can_save(model_paths)
+    # The vocabularies are compared before any dataset or weights load.
+    tokenizer = models.shared_tokenizer(model_paths, ref, plan.tokenizer, plan.chat_template)
     rows = load_rows(plan)
     results = score_models(
         model_paths,
@@ -185,8 +191,7 @@ def run_prefs(
         dtype=dtype,
         max_length=max_length,
         max_prompt_length=plan.max_prompt_length,
-        tokenizer=plan.tokenizer,
-        chat_template=plan.chat_template,
+        tokenizer=tokenizer,
         insert_empty_system=plan.insert_system,
         progress=not as_json,
     )
