@@ -18,6 +18,11 @@ def looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.count("/") > 1 or Path(value).expanduser().exists()
 
 
+def identity(name: str) -> str:
+    """One key per model: a local folder by its resolved path (so `./m` and `/abs/m` are one model), a Hub id as is."""
+    return str(Path(name).expanduser().resolve()) if looks_local(name) else name
+
+
 def check_model(name: str, role: str = "model") -> None:
     """A local model folder has a config and safetensors weights (an adapter folder, its adapter weights)."""
     path = Path(name).expanduser()
@@ -50,7 +55,7 @@ def check_models(names: list[str], *, ref: str | None) -> None:
         raise UserError("no model to score; name one or more model folders (or Hub ids)")
     seen: set[str] = set()
     for name in names:
-        key = str(Path(name).expanduser().resolve()) if looks_local(name) else name
+        key = identity(name)
         if key in seen:
             raise UserError(f"model {name} is listed twice; name each model once")
         seen.add(key)

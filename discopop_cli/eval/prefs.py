@@ -107,18 +107,21 @@ def score_models(
     batches = lp.make_batches(examples, tok, batch_size=batch_size, max_length=max_length)
     tokens = lp.completion_tokens(batches)
     torch_dtype = lp.resolve_dtype(dtype)
-    ref_name = str(ref) if ref is not None else None
-    order = ([ref_name] if ref_name is not None and ref_name not in names else []) + names
+    # One forward pass per distinct model: the reference is scored once, and not again when it is also listed.
+    keys = {name: models.identity(name) for name in names}
+    sources: dict[str, str] = {}  # identity -> the name to load it by, the reference first
+    for name in ([str(ref)] if ref is not None else []) + names:
+        sources.setdefault(models.identity(name), name)
     scored: dict[str, lp.PairLogps] = {}
-    with _progress(progress, len(batches) * len(order)) as advance:
-        for name in order:
-            model = lp.load_model(name, torch_dtype)
-            scored[name] = lp.score(model, batches, advance)
+    with _progress(progress, len(batches) * len(sources)) as advance:
+        for key in sources:
+            model = lp.load_model(sources[key], torch_dtype)
+            scored[key] = lp.score(model, batches, advance)
             del model
-    ref_logps = scored.get(ref_name) if ref_name is not None else None
+    ref_logps = scored[models.identity(str(ref))] if ref is not None else None
     results = {}
     for name in names:
-        values = metrics_for(scored[name], ref_logps, tokens, beta=beta, batch_size=batch_size)
+        values = metrics_for(scored[keys[name]], ref_logps, tokens, beta=beta, batch_size=batch_size)
         results[name] = {**values, "pairs": float(len(examples))}
     return results
 

@@ -87,3 +87,59 @@ def test_numbers_equal_dpo_trainer_evaluate(
     # The perturbed policy is not the reference: the check compares numbers that are not all zero.
     assert abs(got["rewards/margins"]) > 1e-3
     assert got["pairs"] == PAIRS
+
+
+EARLIER_CARD = """---
+license: apache-2.0
+model-index:
+- name: policy
+  results:
+  - task: {type: text-generation}
+    dataset: {name: MT-Bench, type: mt_bench}
+    metrics:
+    - {type: score, value: 7.1, name: MT-Bench score}
+---
+
+# policy
+
+Written by hand.
+"""
+
+
+def test_side_by_side_table_and_results_kept_with_the_model(
+    policy_dir: Path, tiny_model_dir: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    policy = tmp_path / "policy"
+    shutil.copytree(policy_dir, policy)
+    (policy / "README.md").write_text(EARLIER_CARD, encoding="utf-8")
+    ref = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, ref)
+
+    # Reference-free first, then against the base: two results, neither replacing the other.
+    free = runner.invoke(app, ["eval", "prefs", str(policy), "--data", str(pairs_file)])
+    assert free.exit_code == 0, free.output
+    table = runner.invoke(app, ["eval", "prefs", str(ref), str(policy), "--ref", str(ref), "--data", str(pairs_file)])
+    assert table.exit_code == 0, table.output
+    assert "rewards/accuracies" in table.stdout and "(reference)" in table.stdout
+    assert "base" in table.stdout and "policy" in table.stdout  # one column per model
+    assert "ref_free/accuracies_per_token" in table.stdout
+
+    runs = json.loads((policy / "eval_results.json").read_text(encoding="utf-8"))["results"]
+    assert [r["reference"] for r in runs] == [None, str(ref)]
+    assert "rewards/accuracies" in runs[1]["metrics"] and "rewards/accuracies" not in runs[0]["metrics"]
+    # Running the same evaluation again updates its entry instead of adding a third.
+    again = runner.invoke(app, ["eval", "prefs", str(policy), "--data", str(pairs_file), "--json"])
+    assert again.exit_code == 0, again.output
+    assert len(json.loads((policy / "eval_results.json").read_text(encoding="utf-8"))["results"]) == 2
+
+    text = (policy / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["license"] == "apache-2.0" and "Written by hand." in text
+    results = front["model-index"][0]["results"]
+    assert results[0]["metrics"] == [{"type": "score", "value": 7.1, "name": "MT-Bench score"}]  # kept as it was
+    names = {m["name"] for m in results[1]["metrics"]}
+    assert {"rewards/accuracies vs base", "ref_free/accuracies", "ref_free/accuracies_per_token"} <= names
+    value = next(m["value"] for m in results[1]["metrics"] if m["name"] == "rewards/accuracies vs base")
+    assert value == pytest.approx(runs[1]["metrics"]["rewards/accuracies"], abs=1e-6)
