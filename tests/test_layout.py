@@ -177,14 +177,14 @@ def test_the_package_follows_its_declared_layers(repo_root: Path) -> None:
     assert layout.problems == []
     # The layering this project promises: core at the bottom, the command line alone on top.
     assert layout.layers["core"] == set()
-    assert {"core", "recipes", "data", "losses", "train", "merge", "export"} <= set(layout.layers)
+    assert {"core", "recipes", "data", "losses", "train", "merge", "export", "eval"} <= set(layout.layers)
     assert all("core" in allowed for package, allowed in layout.layers.items() if package != "core")
 
 
 def test_the_command_line_reaches_every_command_package(repo_root: Path) -> None:
     layout = read_layout(repo_root / PACKAGE)
     reached = {target.split(".")[1] for target in layout.modules[f"{PACKAGE}.cli"] if target.count(".") >= 1}
-    assert {"train", "losses", "merge", "export", "core"} <= reached
+    assert {"train", "losses", "merge", "export", "eval", "core"} <= reached
 
 
 # --- the check fails when it should ------------------------------------------------------------------------

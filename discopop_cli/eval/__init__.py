@@ -5,6 +5,7 @@
 - `pairs`: the pairs to score (the loaders `align` uses) and their TRL tokenization.
 - `logps`: batched log-probabilities of the chosen and rejected completions, model by model.
 - `tasks`: benchmark tasks through lm-evaluation-harness (`discopop eval tasks`), a GGUF through llama.cpp.
+- `models`: the models to compare, checked before weights load, and their one shared tokenizer.
 - `results`: `eval_results.json` and the model card's `model-index`, kept beside the model, earlier results kept.
 
 May import: train, recipes, data, losses, core.

@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from discopop_cli import __version__
 from discopop_cli.core.errors import UserError
 from discopop_cli.core.json_files import read_json
-from discopop_cli.core.model_card import with_model_index
+from discopop_cli.core.model_card import framework_versions, with_model_index
 from discopop_cli.core.outputs import staged_file
 
 RESULTS_FILE = "eval_results.json"
@@ -55,7 +54,7 @@ def record(model: str, entry: dict[str, Any], model_index: list[dict[str, Any]])
     if folder is None:
         return None
     entry = {**entry, "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    entry["tool"] = f"discopop-cli {__version__}"
+    entry["tool"] = "discopop-cli " + dict(framework_versions()).get("discopop-cli", "")
     path = folder / RESULTS_FILE
     existing = read_json(path, "model folder", missing_ok=True)
     runs = [run for run in existing.get("results", []) if isinstance(run, dict) and not _same_run(run, entry)]
@@ -95,6 +94,7 @@ def save_tasks(model: str, task_results: dict[str, dict[str, Any]], setting: dic
     folder = None
     for task, values in task_results.items():
         entry = {"kind": "tasks", "task": task, **setting, "metrics": values["metrics"]}
+        entry |= {"stderr": values.get("stderr", {}), "samples": values.get("samples")}
         metrics = [
             {"type": key, "value": round(float(v), 6), "name": f"{task} {key}"} for key, v in values["metrics"].items()
         ]

@@ -113,16 +113,21 @@ def _scores(raw: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
     """Per task: its metrics (lm-eval's `acc,none` read as `acc`), sample count and dataset."""
     found = {}
     for task, values in raw.get("results", {}).items():
-        metrics = {}
+        metrics, stderr = {}, {}
         for key, value in values.items():
             metric, _, filter_name = key.partition(",")
-            if metric == "alias" or not isinstance(value, int | float):
+            if metric in ("alias", "sample_len") or not isinstance(value, int | float):
                 continue
-            metrics[metric if filter_name in ("none", "") else f"{metric} ({filter_name})"] = float(value)
+            name = metric if filter_name in ("none", "") else f"{metric} ({filter_name})"
+            if metric.endswith("_stderr"):
+                stderr[name.replace("_stderr", "", 1)] = float(value)
+            else:
+                metrics[name] = float(value)
         config = raw.get("configs", {}).get(task, {})
         samples = raw.get("n-samples", {}).get(task, {})
         found[task] = {
             "metrics": metrics,
+            "stderr": stderr,
             "samples": samples.get("effective"),
             "dataset": config.get("dataset_path"),
             "split": config.get("test_split") or config.get("validation_split"),
@@ -201,9 +206,11 @@ def _print_table(model: str, scores: dict[str, dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{model}: lm-evaluation-harness")
-    for column in ("task", "metric", "value", "samples"):
+    for column in ("task", "metric", "value", "stderr", "samples"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     for task, values in scores.items():
         for metric, value in values["metrics"].items():
-            table.add_row(task, metric, f"{value:.4f}", str(values.get("samples") or ""))
+            error = values["stderr"].get(metric)
+            shown = f"{error:.4f}" if isinstance(error, float) else ""
+            table.add_row(task, metric, f"{value:.4f}", shown, str(values.get("samples") or ""))
     out.print(table)
