@@ -6,6 +6,7 @@
 - `logps`: batched log-probabilities of the chosen and rejected completions, model by model.
 - `tasks`: benchmark tasks through lm-evaluation-harness (`discopop eval tasks`), a GGUF through llama.cpp.
 - `models`: the models to compare, checked before weights load, and their one shared tokenizer.
+- `gguf_lm`: lm-eval's gguf backend on llama-cpp-python's server, generation tasks only (and why).
 - `results`: `eval_results.json` and the model card's `model-index`, kept beside the model, earlier results kept.
 
 May import: train, recipes, data, losses, core.

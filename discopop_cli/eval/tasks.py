@@ -1,9 +1,9 @@
 """`discopop eval tasks MODEL --tasks T[,T...]`: benchmark tasks through lm-evaluation-harness.
 
 lm-eval is the `eval` extra (`pip install 'discopop-cli[eval]'`). A model folder or Hub id runs through lm-eval's
-`hf` backend; a `.gguf` file through its `gguf` backend, which talks to a llama.cpp server this command starts on
-127.0.0.1 (llama-cpp-python's, the `gguf` extra) and stops afterwards. That backend scores multiple-choice and
-generation tasks; tasks needing rolling log-likelihoods (perplexity) it cannot run, and the command says so.
+`hf` backend. A `.gguf` file runs through its `gguf` backend, talking to a llama.cpp server (llama-cpp-python's, the
+`gguf` extra) that this command starts on 127.0.0.1 and stops afterwards; there only generation tasks run, and
+log-likelihood tasks (multiple choice, perplexity) are refused with the reason (see gguf_lm.py).
 `--include-path` adds a folder of your own task YAML files, which run offline when their data is local.
 """
 
@@ -147,8 +147,10 @@ def _evaluate(model: str, is_gguf: bool, names: list[str], manager: Any, options
     common |= {"num_fewshot": options["num_fewshot"], "verbosity": "ERROR"}
     try:
         if is_gguf:
+            from discopop_cli.eval.gguf_lm import gguf_lm
+
             with llama_server(Path(model)) as url:
-                return simple_evaluate(model="gguf", model_args={"base_url": url}, **common)
+                return simple_evaluate(model=gguf_lm(url), **common)
         dtype = str(resolve_dtype(options["dtype"])).removeprefix("torch.")
         args = {"pretrained": model, "dtype": dtype, "trust_remote_code": False}
         return simple_evaluate(
@@ -156,8 +158,7 @@ def _evaluate(model: str, is_gguf: bool, names: list[str], manager: Any, options
         )
     except NotImplementedError as exc:
         raise UserError(
-            f"lm-eval's {'GGUF' if is_gguf else 'hf'} backend cannot run {', '.join(names)} ({first_line(exc)}); "
-            "run it on the transformers model folder instead"
+            f"lm-eval's {'GGUF' if is_gguf else 'hf'} backend cannot run {', '.join(names)}: {first_line(exc)}"
         ) from None
 
 
