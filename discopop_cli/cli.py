@@ -269,3 +269,21 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command and sub-command as the words a user types: ("align",), ("eval",), ("eval", "prefs"), ...
+
+    The help tests and bench/startup.py walk this, so a new command is covered the day it is registered.
+    """
+    import typer.main
+
+    def walk(group: Any, words: tuple[str, ...]) -> list[tuple[str, ...]]:
+        found: list[tuple[str, ...]] = []
+        for name, command in sorted(group.commands.items()):
+            found.append((*words, name))
+            if hasattr(command, "commands"):
+                found.extend(walk(command, (*words, name)))
+        return found
+
+    return walk(typer.main.get_command(app), ())

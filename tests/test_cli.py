@@ -6,9 +6,7 @@ import json
 import subprocess
 import sys
 
-import typer.main
-
-from discopop_cli.cli import app
+from discopop_cli.cli import command_paths
 
 HEAVY = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "gguf", "llama_cpp", "numpy")
 
@@ -23,16 +21,12 @@ print(json.dumps({"code": code, "heavy": sorted(m for m in %r if m in sys.module
 """
 
 
-def command_names() -> list[str]:
-    return sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
-
-
 def test_every_command_is_listed() -> None:
-    assert {"align", "sft", "merge", "export", "losses"} <= set(command_names())
+    assert {("align",), ("sft",), ("merge",), ("export",), ("losses",)} <= set(command_paths())
 
 
 def test_every_help_is_light() -> None:
-    for args in ([], *([name] for name in command_names())):
+    for args in ([], *(list(path) for path in command_paths())):
         run = subprocess.run(
             [sys.executable, "-c", PROBE % (HEAVY,), *args, "--help"], capture_output=True, text=True, check=True
         )
