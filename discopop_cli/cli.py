@@ -84,6 +84,19 @@ ResumeOption = Annotated[
     typer.Option("--resume", help="Continue the run in the output directory from its last complete checkpoint."),
 ]
 
+SkipBadRowsOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-rows", help="Leave out data rows that lack a field or hold the wrong type, and report them."
+    ),
+]
+MaxBadRowsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-bad-rows", help="With --skip-bad-rows: refuse a data file with more bad rows than N or P% (5%)."
+    ),
+]
+
 
 _SCALE = "Scaling out (accelerate)"
 AccelerateConfigOption = Annotated[
@@ -127,13 +140,17 @@ def _train_command(
     force: bool,
     resume: bool,
     options: LaunchOptions,
+    bad_rows: tuple[bool, str | None] = (False, None),
 ) -> None:
     """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
+    from discopop_cli.data.checks import BadRowPolicy
     from discopop_cli.train import launch
 
     options.validate(dry_run=dry_run)
+    policy = BadRowPolicy.from_options(*bad_rows)
     if options.wants_launch and not dry_run:
         child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size, resume)
+        child += launch.bad_row_args(*bad_rows)
         code = launch.launch(command, child, options)
         if code:
             raise typer.Exit(code)
@@ -142,7 +159,16 @@ def _train_command(
         from discopop_cli.train.align import run_align as run
     else:
         from discopop_cli.train.sft import run_sft as run
-    run(recipe, overrides=overrides, output_dir=output_dir, dry_run=dry_run, force=force, resume=resume, launch=options)
+    run(
+        recipe,
+        overrides=overrides,
+        output_dir=output_dir,
+        dry_run=dry_run,
+        force=force,
+        resume=resume,
+        launch=options,
+        bad_rows=policy,
+    )
 
 
 def _training_command(name: str, summary: str) -> None:
@@ -155,6 +181,8 @@ def _training_command(name: str, summary: str) -> None:
         dry_run: DryRunOption = False,
         force: ForceOption = False,
         resume: ResumeOption = False,
+        skip_bad_rows: SkipBadRowsOption = False,
+        max_bad_rows: MaxBadRowsOption = None,
         accelerate_config: AccelerateConfigOption = None,
         num_processes: NumProcessesOption = None,
         num_machines: NumMachinesOption = 1,
@@ -174,7 +202,9 @@ def _training_command(name: str, summary: str) -> None:
             main_process_port,
             global_batch_size,
         )
-        _train_command(name, recipe, set_ or [], output_dir, dry_run, force, resume, options)
+        _train_command(
+            name, recipe, set_ or [], output_dir, dry_run, force, resume, options, (skip_bad_rows, max_bad_rows)
+        )
 
     command.__doc__ = summary
     app.command(name)(command)
