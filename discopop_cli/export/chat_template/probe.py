@@ -168,7 +168,9 @@ def read_chat_format(source: str, special_tokens: dict[str, str]) -> ChatFormat:
     default_system = None
     if slot is not None and slot.where == START:
         bos = special_tokens.get("bos_token") or ""
-        if bos and slot.prefix.startswith(bos) and slot.fallback.startswith(bos):
+        # A bos that only begins the text is the head (llama.cpp may add it itself); one that also opens turns
+        # (SmolLM2's <|im_start|>) is part of the system turn.
+        if bos and bos not in user[0] and slot.prefix.startswith(bos) and slot.fallback.startswith(bos):
             head, slot = bos, SystemSlot(START, slot.prefix[len(bos) :], slot.suffix, slot.fallback[len(bos) :])
         else:
             head = ""

@@ -22,7 +22,8 @@ def stop_strings(fmt: ChatFormat, special_texts: set[str], bos_text: str | None)
     suffixes = "".join(suffix for _, suffix in fmt.wrappers.values())
     stops: list[str] = []
     for token in _tokens_in(prefixes, special_texts) + _tokens_in(suffixes, special_texts):
-        if token not in stops and token != bos_text:
+        # bos is no stop, unless it also opens turns (SmolLM2's bos is <|im_start|>).
+        if token not in stops and (token != bos_text or token in fmt.user[0]):
             stops.append(token)
     if not stops:
         # A plain-text format (e.g. "### Instruction:"): the next user header is where the reply ends.
