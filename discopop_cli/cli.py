@@ -290,7 +290,9 @@ def discover_run(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the archive, candidates and runs.")],
     generations: Annotated[int, typer.Option("--generations", help="Candidates to try in all (one each).")] = 10,
     set_: SetOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out after its last candidate.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out after its last candidate.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Delete --out and start over.")] = False,
     api_key_env: Annotated[
         str, typer.Option("--api-key-env", help="Environment variable holding the API key (openai: only).")

@@ -7,6 +7,7 @@ the code independently of comments, docstrings and the function's name, and to w
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import re
@@ -53,10 +54,8 @@ def from_reply(text: str, origin: str) -> Candidate:
 def from_file(source: str, file_name: str) -> Candidate:
     """A dropped `.py` file: its module docstring, if it parses, is the thought."""
     thought = ""
-    try:
+    with contextlib.suppress(SyntaxError, ValueError):
         thought = ast.get_docstring(ast.parse(source)) or ""
-    except (SyntaxError, ValueError):
-        pass
     return Candidate(code=source, origin=file_name, thought=thought[:2000])
 
 

@@ -82,7 +82,7 @@ def _write_package(staging: Path, name: str, entry: dict[str, Any], folder: Path
             [project]
             name = "{distribution}"
             version = "0.1.0"
-            description = "A preference loss found by discopop discover (fitness {entry['fitness']:.4f})"
+            description = "A preference loss found by discopop discover (fitness {entry["fitness"]:.4f})"
             requires-python = ">=3.11"
             dependencies = ["torch"]
 
@@ -112,7 +112,13 @@ def _module_text(name: str, entry: dict[str, Any], folder: Path) -> str:
     )
     thought = " ".join(str(entry.get("thought") or "").split())
     doc = "\n\n".join(
-        p for p in (found, textwrap.fill(details, 100), textwrap.fill(f"Its author's thought: {thought}", 100) if thought else "") if p
+        p
+        for p in (
+            found,
+            textwrap.fill(details, 100),
+            textwrap.fill(f"Its author's thought: {thought}", 100) if thought else "",
+        )
+        if p
     )
     call = (
         "_candidate(_Owner(beta), policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "

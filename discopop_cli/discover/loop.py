@@ -83,7 +83,13 @@ def run_discover(
 
 class _Context:
     def __init__(self, recipe: Path, overrides: list[str], folder: Path, beta: float, keep_models: bool) -> None:
-        self.recipe, self.overrides, self.folder, self.beta, self.keep_models = recipe, overrides, folder, beta, keep_models
+        self.recipe, self.overrides, self.folder, self.beta, self.keep_models = (
+            recipe,
+            overrides,
+            folder,
+            beta,
+            keep_models,
+        )
         self.limits = sandbox.Limits()
 
 
@@ -109,7 +115,9 @@ def _check_out_dir(folder: Path, *, resume: bool, force: bool) -> None:
     has_content = folder.is_dir() and any(folder.iterdir())
     if resume:
         if not (folder / archive.SETTINGS).is_file():
-            raise UserError(f"--resume: {folder} holds no discovery run ({archive.SETTINGS}); drop --resume to start one")
+            raise UserError(
+                f"--resume: {folder} holds no discovery run ({archive.SETTINGS}); drop --resume to start one"
+            )
         return
     if has_content and not force:
         raise UserError(
@@ -180,7 +188,11 @@ def _say(entry: dict[str, Any]) -> None:
         margin = entry["metrics"].get("reward_margin", 0.0)
         out.print(f"{label}: fitness {entry['fitness']:.4f}, reward margin {margin:.4f}", highlight=False)
     else:
-        out.print(f"{label}: {entry['status']} at {entry['stage']}: {escape(entry['reason'])}", highlight=False, soft_wrap=True)
+        out.print(
+            f"{label}: {entry['status']} at {entry['stage']}: {escape(entry['reason'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # Re-exported for the command line's `--proposer` help and tests.

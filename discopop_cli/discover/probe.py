@@ -16,7 +16,17 @@ import types
 _REFUSED_PREFIXES = (
     *("open", "socket.", "subprocess.", "os.", "shutil.", "ctypes.", "import", "compile", "exec", "sys._getframe"),
     *("builtins.input", "code.", "pty.", "fcntl.", "mmap.", "urllib.", "http.", "ftplib.", "smtplib.", "webbrowser."),
-    *("glob.", "pathlib.", "tempfile.", "resource.", "signal.", "sys.settrace", "sys.setprofile", "marshal.", "pickle."),
+    *(
+        "glob.",
+        "pathlib.",
+        "tempfile.",
+        "resource.",
+        "signal.",
+        "sys.settrace",
+        "sys.setprofile",
+        "marshal.",
+        "pickle.",
+    ),
     *("winreg.", "msvcrt.", "object.__setattr__", "object.__delattr__", "function.__new__", "code.__new__"),
 )
 _locked = False
@@ -86,7 +96,12 @@ def _check_case(torch, fn, request: dict, kind: str, batch: int) -> dict:
     for g in grads:
         if not bool(torch.isfinite(g).all()):
             raise ValueError(f"has non-finite gradients on {kind} inputs")
-    return {"kind": kind, "out": out.detach().tolist(), "d_chosen": grads[0].sum().item(), "d_rejected": grads[1].sum().item()}
+    return {
+        "kind": kind,
+        "out": out.detach().tolist(),
+        "d_chosen": grads[0].sum().item(),
+        "d_rejected": grads[1].sum().item(),
+    }
 
 
 def _checks(torch, fn, request: dict) -> dict:
@@ -156,7 +171,10 @@ def main() -> None:
         verdict = {"ok": False, "reason": "recursion too deep"}
     except Exception as exc:  # the candidate's own failure is the verdict, not a crash of the probe
         message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        verdict = {"ok": False, "reason": message if isinstance(exc, ValueError) else f"{type(exc).__name__}: {message}"}
+        verdict = {
+            "ok": False,
+            "reason": message if isinstance(exc, ValueError) else f"{type(exc).__name__}: {message}",
+        }
     line = nonce + json.dumps(verdict, default=str)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()

@@ -8,14 +8,14 @@ from typing import Any
 SIGNATURE = (
     "def NAME(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *, beta)"
 )
-EXAMPLE = '''import torch
+EXAMPLE = """import torch
 import torch.nn.functional as F
 
 
 def dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *, beta):
     margin = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
     return -F.logsigmoid(beta * margin)
-'''
+"""
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -66,7 +66,9 @@ def user_prompt(entries: list[dict[str, Any]]) -> str:
     if scored:
         parts.append("Objectives evaluated so far, best first:")
         for entry in scored:
-            parts.append(f"\n# {entry.get('name') or entry['id']}: fitness {entry['fitness']:.4f}\n{entry['code'].strip()}\n")
+            parts.append(
+                f"\n# {entry.get('name') or entry['id']}: fitness {entry['fitness']:.4f}\n{entry['code'].strip()}\n"
+            )
     if refused:
         parts.append("\nRecent proposals that were refused or failed (do not repeat their mistakes):")
         for entry in refused:

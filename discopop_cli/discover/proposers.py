@@ -62,7 +62,14 @@ class OpenAIProposer:
     max_tokens: int = 1024
     timeout: float = 600.0
     label: str = ""
-    structured: bool = True
+    # Structured output, in the order tried: OpenAI's JSON schema, then llama-cpp-python's `json_object` with a
+    # schema; a server that refuses both (HTTP 400, 422 or 500) is asked in plain text and the reply parsed as it comes.
+    formats: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"type": "json_schema", "json_schema": {"name": "loss_candidate", "schema": prompt.SCHEMA, "strict": True}},
+            {"type": "json_object", "schema": prompt.SCHEMA},
+        ]
+    )
     last_prompt: list[dict[str, str]] = field(default_factory=list)
 
     def _headers(self) -> dict[str, str]:
@@ -106,18 +113,19 @@ class OpenAIProposer:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
-        if self.structured:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "loss_candidate", "schema": prompt.SCHEMA, "strict": True},
-            }
+        if self.formats:
+            body["response_format"] = self.formats[0]
         try:
             reply = self._request("/chat/completions", body)
         except urllib.error.HTTPError as exc:
-            if self.structured and exc.code in (400, 422):  # the server does not take a JSON schema: ask plainly
-                self.structured = False
+            # This server takes the schema another way, or not at all (llama-cpp-python answers 500 to a
+            # response_format it does not know): try the next form; a real fault fails on the plain request too.
+            if self.formats and exc.code in (400, 422, 500):
+                self.formats.pop(0)
                 return self.propose(entries, generation)
-            raise RunFailure(f"the proposer at {self.base_url} answered HTTP {exc.code}; see the server's log") from None
+            raise RunFailure(
+                f"the proposer at {self.base_url} answered HTTP {exc.code}; see the server's log"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise RunFailure(f"the proposer at {self.base_url} failed: {getattr(exc, 'reason', exc)}") from None
         try:

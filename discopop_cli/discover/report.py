@@ -105,8 +105,14 @@ def _plot(entries: list[dict[str, Any]], target: Path) -> None:
         axes.step([g for g, _ in points], [f for _, f in points], where="post", label="best so far", color="tab:green")
     if refused:
         floor = min([float(e["fitness"]) for e in scored] + [0.0])
-        axes.scatter([e["generation"] for e in refused], [floor] * len(refused), marker="x", color="tab:red",
-                     label="refused or failed", zorder=3)
+        axes.scatter(
+            [e["generation"] for e in refused],
+            [floor] * len(refused),
+            marker="x",
+            color="tab:red",
+            label="refused or failed",
+            zorder=3,
+        )
     axes.set_xlabel("generation")
     axes.set_ylabel("fitness")
     axes.set_title("discopop discover: fitness by generation")

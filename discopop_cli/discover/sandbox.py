@@ -9,6 +9,7 @@ loaded, and gives the candidate five builtins. A wall-clock timeout catches what
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -82,10 +83,8 @@ def probe(code: str, function: str, *, paper_form: bool, beta: float, limits: Li
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()
 
 

@@ -87,7 +87,8 @@ def check_source(code: str) -> Checked:
         tree = ast.parse(code)
     except (SyntaxError, ValueError) as exc:
         line = getattr(exc, "lineno", None)
-        raise Rejected("static", f"does not parse: {getattr(exc, 'msg', exc)}" + (f" (line {line})" if line else ""))
+        where = f" (line {line})" if line else ""
+        raise Rejected("static", f"does not parse: {getattr(exc, 'msg', exc)}{where}") from None
     function = _module_shape(tree)
     paper_form = _check_signature(function)
     _Walker(_scope(tree, function)).visit(tree)
@@ -104,9 +105,15 @@ def _module_shape(tree: ast.Module) -> ast.FunctionDef:
             continue
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             continue  # a docstring or a stray string
-        if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets) and _is_constant(node.value):
+        if (
+            isinstance(node, ast.Assign)
+            and all(isinstance(t, ast.Name) for t in node.targets)
+            and _is_constant(node.value)
+        ):
             continue
-        raise Rejected("static", f"line {node.lineno}: only imports, constants and the function may sit at module level")
+        raise Rejected(
+            "static", f"line {node.lineno}: only imports, constants and the function may sit at module level"
+        )
     if function.decorator_list:
         raise Rejected("static", "decorators are not allowed")
     return function
@@ -180,7 +187,9 @@ class _Walker(ast.NodeVisitor):
         if not isinstance(node, _NODES):
             where = f"line {node.lineno}: " if hasattr(node, "lineno") else ""
             raise Rejected("static", f"{where}{type(node).__name__} is not allowed in a loss")
-        if isinstance(node, ast.FunctionDef) and any(isinstance(n, ast.FunctionDef) for n in ast.walk(node) if n is not node):
+        if isinstance(node, ast.FunctionDef) and any(
+            isinstance(n, ast.FunctionDef) for n in ast.walk(node) if n is not node
+        ):
             raise Rejected("static", f"line {node.lineno}: nested functions are not allowed")
         super().generic_visit(node)
 

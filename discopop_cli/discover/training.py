@@ -38,9 +38,7 @@ def write_module(folder: Path, candidate_id: str, code: str) -> Path:
     return target
 
 
-def train(
-    recipe: Path, overrides: list[str], folder: Path, candidate_id: str, code: str, function: str
-) -> TrainedRun:
+def train(recipe: Path, overrides: list[str], folder: Path, candidate_id: str, code: str, function: str) -> TrainedRun:
     started = time.monotonic()
     module_dir = write_module(folder, candidate_id, code)
     run_dir = folder / "runs" / candidate_id

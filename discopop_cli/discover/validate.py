@@ -43,7 +43,9 @@ def validate(
 
 
 def _same(a: list[float], b: list[float]) -> bool:
-    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=SAME_BEHAVIOUR_RTOL, abs_tol=1e-8) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=SAME_BEHAVIOUR_RTOL, abs_tol=1e-8) for x, y in zip(a, b, strict=False)
+    )
 
 
 def digest_of(candidate: Candidate) -> str:

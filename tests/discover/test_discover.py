@@ -13,6 +13,7 @@ from discover_helpers import MARGIN, SIGNATURE, discover_recipe, write_candidate
 from typer.testing import CliRunner
 
 from discopop_cli.cli import app
+from discopop_cli.discover.candidate import formula
 
 runner = CliRunner()
 
@@ -102,7 +103,9 @@ def test_discover_dir_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_data
     assert by_origin["b_paper_form.py"]["form"] == "paper"
     assert by_origin["a_dpo.py"]["thought"] == "Plain DPO, the baseline."
     refused = {o: (e["status"], e["stage"], e["reason"]) for o, e in by_origin.items() if e["status"] != "scored"}
-    assert refused["c_imports_os.py"][:2] == ("rejected", "static") and "import of `os`" in refused["c_imports_os.py"][2]
+    assert (
+        refused["c_imports_os.py"][:2] == ("rejected", "static") and "import of `os`" in refused["c_imports_os.py"][2]
+    )
     assert refused["d_nan.py"][:2] == ("rejected", "sandbox") and "non-finite" in refused["d_nan.py"][2]
     dpo_id = by_origin["a_dpo.py"]["id"]
     assert refused["e_dpo_in_disguise.py"] == ("rejected", "duplicate", f"behaves like {dpo_id} on the fixed inputs")
@@ -141,7 +144,8 @@ def test_discover_dir_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_data
         [sys.executable, "-m", "discopop_cli", "losses", "--json"], env=env, capture_output=True, text=True, check=True
     )
     found = {row["name"]: row for row in json.loads(listed.stdout)}["found_loss"]
-    assert found["formula"].startswith("L = ") and "discopop-loss-found-loss" in json.dumps(found)
+    best_code = next(e["code"] for e in entries if e["id"] == ranked[0]["id"])
+    assert found["formula"] == formula(best_code) and "L = " in found["formula"]
     dry = subprocess.run(
         [sys.executable, "-m", "discopop_cli", "align", str(recipe), "--set", "loss_type=found_loss", "--dry-run"],
         env=env,
@@ -149,7 +153,7 @@ def test_discover_dir_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_data
         text=True,
     )
     assert dry.returncode == 0, dry.stderr
-    assert "found_loss [discopop-loss-found-loss]" in dry.stdout
+    assert "found_loss [discopop-cli]" in dry.stdout  # resolved by name, through the plugin's entry point
     best = ranked[0]
     module = (plugin / "discopop_loss_found_loss" / "__init__.py").read_text()
     assert f"Fitness {best['fitness']:.4f}" in module and best["id"] in module
