@@ -332,6 +332,9 @@ def discover_run(
     keep_models: Annotated[
         bool, typer.Option("--keep-models", help="Keep each candidate's trained weights (default: numbers only).")
     ] = False,
+    train_timeout: Annotated[
+        float, typer.Option("--train-timeout", help="Seconds one candidate's training may take before it is stopped.")
+    ] = 3600.0,
 ) -> None:
     """Propose losses, reject unsafe or broken ones, train and score the rest, archive every one."""
     from discopop_cli.discover.loop import run_discover
@@ -348,6 +351,7 @@ def discover_run(
         temperature=temperature,
         max_tokens=max_tokens,
         keep_models=keep_models,
+        train_timeout=train_timeout,
     )
 
 

@@ -38,9 +38,12 @@ def run_discover(
     temperature: float,
     max_tokens: int,
     keep_models: bool,
+    train_timeout: float = 3600.0,
 ) -> None:
     if generations < 1:
         raise UserError(f"--generations {generations}: give at least 1")
+    if not train_timeout > 0:
+        raise UserError(f"--train-timeout {train_timeout:g}: give a number of seconds above 0")
     if resume and force:
         raise UserError("--resume and --force contradict each other; pass one")
     beta = _check_recipe(recipe_path, overrides)
@@ -58,7 +61,7 @@ def run_discover(
     settings = {"recipe": str(recipe_path), "proposer": proposer_spec, "overrides": overrides, "beta": beta}
     _write_settings(out_dir, settings, resume=resume)
     entries = archive.read(out_dir)
-    context = _Context(recipe_path, overrides, out_dir, beta, keep_models)
+    context = _Context(recipe_path, overrides, out_dir, beta, keep_models, train_timeout)
     for generation in range(len(entries) + 1, generations + 1):
         candidate = proposer.propose(entries, generation)
         if candidate is None:
@@ -82,14 +85,11 @@ def run_discover(
 
 
 class _Context:
-    def __init__(self, recipe: Path, overrides: list[str], folder: Path, beta: float, keep_models: bool) -> None:
-        self.recipe, self.overrides, self.folder, self.beta, self.keep_models = (
-            recipe,
-            overrides,
-            folder,
-            beta,
-            keep_models,
-        )
+    def __init__(
+        self, recipe: Path, overrides: list[str], folder: Path, beta: float, keep_models: bool, train_timeout: float
+    ) -> None:
+        self.recipe, self.overrides, self.folder, self.beta = recipe, overrides, folder, beta
+        self.keep_models, self.train_timeout = keep_models, train_timeout
         self.limits = sandbox.Limits()
 
 
@@ -157,7 +157,15 @@ def _evaluate(candidate: Candidate, generation: int, entries: list[dict[str, Any
     entry["fingerprint"] = passed.fingerprint
     entry["form"] = "paper" if passed.checked.paper_form else "standard"
     entry["function"] = passed.checked.function
-    run = training.train(ctx.recipe, ctx.overrides, ctx.folder, entry["id"], candidate.code, passed.checked.function)
+    run = training.train(
+        ctx.recipe,
+        ctx.overrides,
+        ctx.folder,
+        entry["id"],
+        candidate.code,
+        passed.checked.function,
+        timeout=ctx.train_timeout,
+    )
     if not run.ok:
         return {**entry, "status": "failed", "stage": "training", "reason": run.reason, "seconds": _since(started)}
     try:

@@ -2,13 +2,16 @@
 
 The candidate becomes a module file in `DIR/candidates/ID/`, put on the child's PYTHONPATH and named as a
 `module:function` loss, so it reaches the trainer the way any user loss does (losses/user.py). A child process
-means a candidate that crashes the trainer, or leaks memory, takes only its own run with it.
+means a candidate that crashes the trainer, or leaks memory, takes only its own run with it; the child runs in its
+own process group, without core dumps, and is killed with everything it started when it runs past its time.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,7 +41,20 @@ def write_module(folder: Path, candidate_id: str, code: str) -> Path:
     return target
 
 
-def train(recipe: Path, overrides: list[str], folder: Path, candidate_id: str, code: str, function: str) -> TrainedRun:
+def _no_core_dumps() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def train(
+    recipe: Path,
+    overrides: list[str],
+    folder: Path,
+    candidate_id: str,
+    code: str,
+    function: str,
+    *,
+    timeout: float,
+) -> TrainedRun:
     started = time.monotonic()
     module_dir = write_module(folder, candidate_id, code)
     run_dir = folder / "runs" / candidate_id
@@ -57,7 +73,16 @@ def train(recipe: Path, overrides: list[str], folder: Path, candidate_id: str, c
     env["PYTHONPATH"] = os.pathsep.join([str(module_dir), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("DISCOPOP_DEBUG", None)
     with log.open("w", encoding="utf-8") as handle:
-        code_ = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        child = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_no_core_dumps
+        )
+        try:
+            code_ = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)  # the group: accelerate or dataloader workers go with it
+            child.wait()
+            reason = f"training ran past --train-timeout {timeout:g} s and was stopped; raise it or shorten the recipe"
+            return TrainedRun(False, run_dir, time.monotonic() - started, reason)
     seconds = time.monotonic() - started
     if code_ != 0:
         return TrainedRun(False, run_dir, seconds, _last_error(log, code_))

@@ -157,3 +157,23 @@ def test_discover_dir_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_data
     best = ranked[0]
     module = (plugin / "discopop_loss_found_loss" / "__init__.py").read_text()
     assert f"Fitness {best['fitness']:.4f}" in module and best["id"] in module
+
+
+def test_training_past_its_time_is_stopped_and_archived(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset_path: Path
+) -> None:
+    """A candidate whose training runs too long (here: the child's start-up alone) is killed, with its process
+    group, and archived as failed at training with the reason; the loop goes on."""
+    recipe = discover_recipe(tmp_path, tiny_model_dir, tiny_dataset_path)
+    candidates = write_candidates(tmp_path / "inbox", {"a_dpo.py": SIX["a_dpo.py"]})
+    out = tmp_path / "run"
+    args = ["discover", str(recipe), "--proposer", f"dir:{candidates}", "--out", str(out), "--generations", "1"]
+    result = runner.invoke(app, [*args, "--train-timeout", "0.5"])
+    assert result.exit_code == 0, result.output
+    (entry,) = lines(out / "archive.jsonl")
+    assert (entry["status"], entry["stage"]) == ("failed", "training"), entry
+    assert entry["reason"] == (
+        "training ran past --train-timeout 0.5 s and was stopped; raise it or shorten the recipe"
+    )
+    assert entry["seconds"] < 30
+    assert not (out / "runs" / entry["id"]).exists()  # killed before it wrote anything

@@ -46,6 +46,7 @@ CASES = {
     "dir-missing": ([*RUN[:3], "dir:{tmp}/nowhere", *RUN[4:]], "is not a folder; create it"),
     "openai-no-url": ([*RUN[:3], "openai:gpt-4o", *RUN[4:]], "expected openai:MODEL@URL"),
     "zero-generations": ([*RUN, "--generations", "0"], "--generations 0: give at least 1"),
+    "zero-train-timeout": ([*RUN, "--train-timeout", "0"], "--train-timeout 0: give a number of seconds above 0"),
     "resume-nothing": ([*RUN, "--resume"], "holds no discovery run"),
     "resume-and-force": ([*RUN, "--resume", "--force"], "contradict each other"),
     "report-missing": (["discover", "report", "{tmp}/nowhere"], "is not a folder; pass the --out folder"),
