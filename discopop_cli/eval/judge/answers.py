@@ -136,7 +136,9 @@ class TransformersGenerator:
     def __init__(self, path: Path, sampling: Sampling) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging
 
+        logging.disable_progress_bar()  # the run prints its own progress; a loading bar would break the lines
         self.torch = torch
         self.sampling = sampling
         try:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from discopop_cli.core.errors import RunFailure, UserError, first_line
 from discopop_cli.eval.judge.verdicts import json_schema
 
+RETRY_TEMPERATURE = 0.7
 _OPENAI = re.compile(r"^openai:(?P<model>[^@]+)@(?P<url>https?://\S+)$")
 
 
@@ -54,7 +55,7 @@ class JudgeSettings:
 class Judge(Protocol):
     name: str
 
-    def complete(self, messages: list[dict[str, str]], mode: str) -> str: ...
+    def complete(self, messages: list[dict[str, str]], mode: str, temperature: float = 0.0) -> str: ...
 
     def close(self) -> None: ...
 
@@ -109,11 +110,11 @@ class OpenAIJudge:
         except ItemFailure:
             pass  # It answers; some servers simply have no /models.
 
-    def complete(self, messages: list[dict[str, str]], mode: str) -> str:
+    def complete(self, messages: list[dict[str, str]], mode: str, temperature: float = 0.0) -> str:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
-            "temperature": 0.0,
+            "temperature": temperature,
             "max_tokens": self.settings.max_tokens,
         }
         if self.settings.as_json:
@@ -157,13 +158,13 @@ class GGUFJudge:
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load the judge {path} ({first_line(exc)}); check the file") from None
 
-    def complete(self, messages: list[dict[str, str]], mode: str) -> str:
+    def complete(self, messages: list[dict[str, str]], mode: str, temperature: float = 0.0) -> str:
         extra: dict[str, Any] = {}
         if self.settings.as_json:
             extra["response_format"] = {"type": "json_object", "schema": json_schema(mode)}
         try:
             reply = self.llm.create_chat_completion(
-                messages=messages, temperature=0.0, max_tokens=self.settings.max_tokens, **extra
+                messages=messages, temperature=temperature, max_tokens=self.settings.max_tokens, **extra
             )
         except ValueError as exc:  # e.g. the prompt does not fit the context
             raise ItemFailure(first_line(exc)) from None
@@ -211,13 +212,16 @@ def ask(
     """(parsed value, raw reply, attempts). Raises ItemFailure when every attempt failed, RunFailure when the
     server stayed unreachable."""
     last = ""
+    temperature = 0.0
     for attempt in range(1, settings.retries + 2):
         try:
-            reply = judge.complete(messages, mode)
+            reply = judge.complete(messages, mode, temperature)
             value = parse(reply)
             if value is not None:
                 return value, reply, attempt
             last = "no verdict in the reply: " + " ".join(reply.split())[:100]
+            # Greedy decoding would give the same reply again: the retry samples.
+            temperature = RETRY_TEMPERATURE
         except ItemFailure as exc:
             last = str(exc)
         except ServerDown as exc:

@@ -13,8 +13,8 @@ from discopop_cli.eval.judge.prompts import Prompt
 from discopop_cli.eval.judge.store import JsonlCache
 
 CLAIM = (
-    "intervals: 95% bootstrap over prompts; they do not measure how far the judge itself can be trusted "
-    "(a small local judge is not GPT-4)"
+    "[low, high]: 95% bootstrap intervals over prompts; LC: length-controlled; consistent: prompts whose two "
+    "orders agreed. The intervals do not measure how far the judge can be trusted (a small local judge is not GPT-4)."
 )
 
 
@@ -111,27 +111,30 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from discopop_cli.core.console import out, warn
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
     title = f"vs {doc['reference']}, judged by {doc['judge']}" if pairwise else f"graded 1-10 by {doc['judge']}"
-    table = Table(title=title, caption=CLAIM)
+    table = Table(title=escape(title), caption=escape(CLAIM))
     if pairwise:
-        for column in ("model", "win rate [95% CI]", "LC win rate [95% CI]", "W/T/L", "order-consistent", "length"):
-            table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column("model")
+        for column in ("win rate", "LC win rate", "W/T/L", "consistent", "length"):
+            table.add_column(column, justify="right", no_wrap=True)
         for m in doc["models"]:
             wtl = f"{m['wins']}/{m['ties']}/{m['losses']}"
             consistency = f"{m['order_consistency']:.0%}" if m["win_rate"]["n"] else "-"
             lengths = f"{m['mean_length']:.0f} vs {doc['reference_mean_length']:.0f}"
-            table.add_row(m["model"], _cell(m["win_rate"]), _cell(m["lc_win_rate"]), wtl, consistency, lengths)
+            cells = [_cell(m["win_rate"]), _cell(m["lc_win_rate"]), wtl, consistency, lengths]
+            table.add_row(*(escape(cell) for cell in [m["model"], *cells]))
     else:
         table.add_column("model")
-        table.add_column("mean rating [95% CI]", justify="right")
+        table.add_column("mean rating", justify="right", no_wrap=True)
         table.add_column("graded", justify="right")
         for m in doc["models"]:
-            table.add_row(m["model"], _cell(m["score"], 2), str(m["score"]["n"]))
+            table.add_row(escape(m["model"]), escape(_cell(m["score"], 2)), str(m["score"]["n"]))
     out.print(table)
     out.print(_category_table(doc))
     failed = [(m["model"], f) for m in doc["models"] for f in m["failed"]]
@@ -142,21 +145,22 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
 
 
 def _category_table(doc: dict[str, Any]) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
-    table = Table(title="per category: " + ("win rate" if pairwise else "mean rating") + " [95% CI] (n)")
+    table = Table(title="per category: " + ("win rate" if pairwise else "mean rating") + " [95% interval] (prompts)")
     table.add_column("category")
     names: list[str] = []
     for m in doc["models"]:
-        table.add_column(m["model"], justify="right")
+        table.add_column(escape(m["model"]), justify="right", no_wrap=True)
         names += [c["category"] for c in m["categories"] if c["category"] not in names]
     for name in names:
         row = [name]
         for m in doc["models"]:
             found = next((c for c in m["categories"] if c["category"] == name), None)
             row.append(f"{_cell(found, 3 if pairwise else 2)} ({found['n']})" if found else "-")
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table
 
 

@@ -51,10 +51,10 @@ def fit_logistic(features: np.ndarray, y: np.ndarray, iterations: int = 50) -> n
     beta = np.zeros(features.shape[:-2] + (2,))
     eye = np.eye(2) * RIDGE
     for _ in range(iterations):
-        p = _sigmoid(np.einsum("...nk,...k->...n", features, beta))
-        gradient = np.einsum("...nk,...n->...k", features, y - p) - RIDGE * beta
-        weights = p * (1 - p)
-        hessian = np.einsum("...nk,...n,...nj->...kj", features, weights, features) + eye
+        p = _sigmoid((features @ beta[..., None])[..., 0])
+        gradient = (np.swapaxes(features, -1, -2) @ (y - p)[..., None])[..., 0] - RIDGE * beta
+        weighted = features * (p * (1 - p))[..., None]
+        hessian = np.swapaxes(weighted, -1, -2) @ features + eye
         step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
         beta = beta + step
         if np.max(np.abs(step)) < 1e-10:
@@ -72,8 +72,8 @@ def lc_win_rate(outcomes: np.ndarray, length_diff: np.ndarray) -> float:
     return float(_sigmoid(beta[0]))
 
 
-def _resamples(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP, n))
+def _resamples(n: int, seed: int, count: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(count, n))
 
 
 def _interval(samples: np.ndarray) -> tuple[float, float]:
@@ -82,16 +82,16 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def mean_estimate(values: list[float], seed: int = 0) -> Estimate:
+def mean_estimate(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP) -> Estimate:
     """The mean with its bootstrap interval (a win rate, or a mean rating)."""
     data = np.asarray(values, dtype=float)
     if len(data) == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    low, high = _interval(data[_resamples(len(data), seed)].mean(axis=1))
+    low, high = _interval(data[_resamples(len(data), seed, resamples)].mean(axis=1))
     return Estimate(float(data.mean()), low, high, len(data))
 
 
-def lc_estimate(outcomes: list[float], length_diff: list[float], seed: int = 0) -> Estimate:
+def lc_estimate(outcomes: list[float], length_diff: list[float], seed: int = 0, resamples: int = BOOTSTRAP) -> Estimate:
     """The length-controlled win rate with its bootstrap interval (the length scale fixed from all prompts)."""
     y = np.asarray(outcomes, dtype=float)
     d = np.asarray(length_diff, dtype=float)
@@ -99,7 +99,7 @@ def lc_estimate(outcomes: list[float], length_diff: list[float], seed: int = 0) 
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
     scale = length_scale(d)
     value = float(_sigmoid(fit_logistic(_features(d, scale), y)[0]))
-    index = _resamples(len(y), seed + 1)
+    index = _resamples(len(y), seed + 1, resamples)
     betas = fit_logistic(_features(d[index], scale), y[index])
     low, high = _interval(_sigmoid(betas[:, 0]))
     return Estimate(value, low, high, len(y))
