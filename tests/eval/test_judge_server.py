@@ -93,7 +93,16 @@ def test_a_real_judge_scores_answers_from_llama_cpp_and_transformers(
     prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:3])
     run = tmp_path / "run"
     common = ["--prompts", str(prompts), "--judge", server.spec, "-o", str(run), "--judge-format", "json"]
-    common += ["--models", f"{smollm2},{tiny_model_dir}", "--max-new-tokens", "32", "--judge-max-tokens", "24", "--temperature", "0"]
+    common += [
+        "--models",
+        f"{smollm2},{tiny_model_dir}",
+        "--max-new-tokens",
+        "32",
+        "--judge-max-tokens",
+        "24",
+        "--temperature",
+        "0",
+    ]
     result = invoke(*common, "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -166,3 +175,18 @@ def test_the_judge_server_killed_mid_run_then_resume_loses_nothing_and_repeats_n
     assert len(keys) == len(set(keys)) == 10  # every call once: none lost, none judged twice
     assert asked_again == 10 - len(before)
     assert f"{len(before)} of 10 already in" in " ".join(resumed.stderr.split())
+
+
+def test_a_gguf_judge_runs_in_process(smollm2: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:2])
+    run = tmp_path / "run"
+    result = invoke(
+        *["--models", f"{other},{tiny_model_dir}", "--prompts", str(prompts), "-o", str(run)],
+        *["--judge", f"gguf:{smollm2}", "--judge-format", "json", "--judge-max-tokens", "24", "--max-new-tokens", "12"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "judged by gguf-SmolLM2-135M-Instruct.Q4_1" in " ".join(result.output.split())
+    lines = judgement_lines(run)
+    assert [json.loads(line["key"])[2:] for line in lines] == [["p1", "AB"], ["p1", "BA"], ["p2", "AB"], ["p2", "BA"]]
+    assert all(line["value"] in ("A", "B", "tie") for line in lines)

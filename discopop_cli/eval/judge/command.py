@@ -84,14 +84,15 @@ def _pick_reference(sources: list[answering.ModelSource], wanted: str | None) ->
 
 def run_judge(options: JudgeOptions) -> dict[str, Any]:
     plan = check_inputs(options)
-    judge_kind, _ = judges.parse_judge(options.judge)
-    early_judge = judges.open_judge(options.judge, dict(os.environ)) if judge_kind == "openai" else None
     settings = {
         "prompts": prompts_digest(plan.prompts),
         "sampling": options.sampling.as_dict(),
         "models": {s.name: str(s.path.resolve()) for s in plan.sources},
     }
-    plan.folder.start(settings, resume=options.resume, force=options.force)
+    settings = plan.folder.merged_settings(settings, resume=options.resume)
+    judge_kind, _ = judges.parse_judge(options.judge)
+    early_judge = judges.open_judge(options.judge, dict(os.environ)) if judge_kind == "openai" else None
+    plan.folder.start(settings, force=options.force)
     answers = {source.name: _answers(plan, source, options.sampling) for source in plan.sources}
     judge = early_judge or judges.open_judge(options.judge, dict(os.environ))
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from discopop_cli.core.errors import RunFailure, UserError, first_line
+from discopop_cli.eval.judge.answers import llama_threads
 from discopop_cli.eval.judge.verdicts import json_schema
 
 RETRY_TEMPERATURE = 0.7
@@ -154,7 +155,7 @@ class GGUFJudge:
         self.settings = settings
         self.name = f"gguf-{path.stem}"
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False)
+            self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False, **llama_threads())
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load the judge {path} ({first_line(exc)}); check the file") from None
 

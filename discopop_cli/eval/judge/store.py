@@ -105,22 +105,27 @@ class RunFolder:
         if busy and resume and not self.settings_path.is_file():
             raise UserError(f"--resume: {self.root} has no settings.json, so it is not a judge run; choose its folder")
 
-    def start(self, settings: dict[str, Any], *, resume: bool, force: bool) -> None:
-        """Write the settings of a new run, or check that a resumed run's answers were made the same way."""
-        if resume:
-            earlier = json.loads(self.settings_path.read_text(encoding="utf-8"))
-            changed = [key for key in sorted(set(earlier) | set(settings)) if earlier.get(key) != settings.get(key)]
-            models = earlier.get("models", {})
-            changed = [key for key in changed if key != "models"]
-            clash = [name for name, source in settings["models"].items() if models.get(name, source) != source]
-            if changed or clash:
-                what = ", ".join(changed + [f"model {name}" for name in clash])
-                raise UserError(
-                    f"--resume: {what} differ from the run in {self.root}; resume with the same settings, "
-                    "or start a new run with --force or another --output-dir"
-                )
-            settings = {**settings, "models": {**models, **settings["models"]}}
-        elif force and self.root.exists():
+    def merged_settings(self, settings: dict[str, Any], *, resume: bool) -> dict[str, Any]:
+        """The settings to record; for --resume, refused when the answers would be made differently."""
+        if not resume:
+            return settings
+        earlier = json.loads(self.settings_path.read_text(encoding="utf-8"))
+        changed = [key for key in sorted(set(earlier) | set(settings)) if earlier.get(key) != settings.get(key)]
+        changed = [key for key in changed if key != "models"]
+        models = earlier.get("models", {})
+        clash = [name for name, source in settings["models"].items() if models.get(name, source) != source]
+        if changed or clash:
+            what = ", ".join(changed + [f"model {name}" for name in clash])
+            raise UserError(
+                f"--resume: {what} differ from the run in {self.root}; resume with the same settings, "
+                "or start a new run with --force or another --output-dir"
+            )
+        # A model added on resume is answered and judged; one left out keeps its answers for later.
+        return {**settings, "models": {**models, **settings["models"]}}
+
+    def start(self, settings: dict[str, Any], *, force: bool) -> None:
+        """Write the run's settings, emptying the folder first for --force."""
+        if force and self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.settings_path, settings)
