@@ -35,7 +35,6 @@ def smollm2() -> Path:
 def build_folder(gguf: Path, folder: Path) -> None:
     """The GGUF as a transformers model folder (run in a child, so the parent stays small)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging
 
     logging.disable_progress_bar()
