@@ -194,3 +194,24 @@ def test_the_api_key_is_sent_but_never_shown(models: str, tmp_path: Path) -> Non
     assert {r.authorization for r in judge.requests} == {f"Bearer {secret}"}
     assert secret not in resumed.output
     assert not [p for p in run.rglob("*") if p.is_file() and secret in p.read_text()]
+
+
+def test_a_line_cut_off_by_a_kill_is_dropped_and_its_call_made_again(models: str, tmp_path: Path) -> None:
+    judge = ScriptedJudge(lambda request, seen: Reply(content="[[B]]"))
+    prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:2])
+    run = tmp_path / "run"
+    args = run_args(models, prompts, judge, run)
+    try:
+        assert invoke(*args).exit_code == 0
+        (path,) = (run / "judgements").glob("*.jsonl")
+        whole = path.read_bytes()
+        path.write_bytes(whole[: whole.rstrip(b"\n").rfind(b"\n") + 1 + 25])  # the last line, half written
+        before = len(judge.requests)
+        resumed = invoke(*args, "--resume")
+    finally:
+        judge.close()
+    assert resumed.exit_code == 0, resumed.output
+    assert len(judge.requests) - before == 1
+    assert path.read_bytes() == whole  # the same four lines again, the cut one rewritten whole
+    doc = json.loads((run / "results.json").read_text())
+    assert (doc["models"][0]["losses"], doc["models"][0]["wins"]) == (0, 0)  # "B" in both orders: no agreement
