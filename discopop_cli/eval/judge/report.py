@@ -12,10 +12,11 @@ from discopop_cli.eval.judge import stats, verdicts
 from discopop_cli.eval.judge.prompts import Prompt
 from discopop_cli.eval.judge.store import JsonlCache
 
-CLAIM = (
-    "[low, high]: 95% bootstrap intervals over prompts; LC: length-controlled; consistent: prompts whose two "
-    "orders agreed. The intervals do not measure how far the judge can be trusted (a small local judge is not GPT-4)."
+INTERVALS = "[low, high]: 95% bootstrap intervals over prompts."
+PAIR_NOTES = (
+    " LC: length-controlled. consistent: prompts whose two orders agreed. length: mean characters, vs the reference's."
 )
+CLAIM = " The intervals do not measure how far the judge can be trusted (a small local judge is not GPT-4)."
 
 
 def _failures(cache: JsonlCache, keys: list[str]) -> list[dict[str, str]]:
@@ -101,10 +102,13 @@ def results(
     return doc
 
 
-def _cell(estimate: dict[str, Any], digits: int = 3) -> str:
+def _cell(estimate: dict[str, Any], percent: bool = True) -> str:
+    """'61.3 [48.8, 73.8]': a win rate in percent (as the paper and AlpacaEval give them), or a rating."""
     if estimate["n"] == 0:
         return "-"
-    return f"{estimate['value']:.{digits}f} [{estimate['low']:.{digits}f}, {estimate['high']:.{digits}f}]"
+    scale, digits = (100.0, 1) if percent else (1.0, 2)
+    value, low, high = (estimate[k] * scale for k in ("value", "low", "high"))
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def show(doc: dict[str, Any], *, as_json: bool) -> None:
@@ -118,11 +122,11 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
     title = f"vs {doc['reference']}, judged by {doc['judge']}" if pairwise else f"graded 1-10 by {doc['judge']}"
-    table = Table(title=escape(title), caption=escape(CLAIM))
+    table = Table(title=escape(title), caption=escape(INTERVALS + (PAIR_NOTES if pairwise else "") + CLAIM))
     if pairwise:
-        table.add_column("model")
-        for column in ("win rate", "LC win rate", "W/T/L", "consistent", "length"):
-            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("model", min_width=12, overflow="fold")
+        for column in ("win rate %", "LC win rate %", "W/T/L", "consistent", "length"):
+            table.add_column(column, justify="right")
         for m in doc["models"]:
             wtl = f"{m['wins']}/{m['ties']}/{m['losses']}"
             consistency = f"{m['order_consistency']:.0%}" if m["win_rate"]["n"] else "-"
@@ -130,11 +134,11 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
             cells = [_cell(m["win_rate"]), _cell(m["lc_win_rate"]), wtl, consistency, lengths]
             table.add_row(*(escape(cell) for cell in [m["model"], *cells]))
     else:
-        table.add_column("model")
-        table.add_column("mean rating", justify="right", no_wrap=True)
+        table.add_column("model", min_width=12, overflow="fold")
+        table.add_column("mean rating", justify="right")
         table.add_column("graded", justify="right")
         for m in doc["models"]:
-            table.add_row(escape(m["model"]), escape(_cell(m["score"], 2)), str(m["score"]["n"]))
+            table.add_row(escape(m["model"]), escape(_cell(m["score"], percent=False)), str(m["score"]["n"]))
     out.print(table)
     out.print(_category_table(doc))
     failed = [(m["model"], f) for m in doc["models"] for f in m["failed"]]
@@ -149,17 +153,17 @@ def _category_table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
-    table = Table(title="per category: " + ("win rate" if pairwise else "mean rating") + " [95% interval] (prompts)")
-    table.add_column("category")
+    table = Table(title=("win rate %" if pairwise else "mean rating") + " by category [95% interval] (prompts)")
+    table.add_column("category", min_width=8, overflow="fold")
     names: list[str] = []
     for m in doc["models"]:
-        table.add_column(escape(m["model"]), justify="right", no_wrap=True)
+        table.add_column(escape(m["model"]), justify="right")
         names += [c["category"] for c in m["categories"] if c["category"] not in names]
     for name in names:
         row = [name]
         for m in doc["models"]:
             found = next((c for c in m["categories"] if c["category"] == name), None)
-            row.append(f"{_cell(found, 3 if pairwise else 2)} ({found['n']})" if found else "-")
+            row.append(f"{_cell(found, percent=pairwise)} ({found['n']})" if found else "-")
         table.add_row(*(escape(cell) for cell in row))
     return table
 
