@@ -386,6 +386,76 @@ def discover_export(
     run_export(folder, name=name, candidate_id=candidate, output=output, force=force)
 
 
+eval_app = typer.Typer(
+    name="eval",
+    help="Evaluate models: win rates and grades from an LLM judge.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(eval_app, name="eval")
+_SAMPLING = "Answer sampling (default: the seed model page's)"
+_JUDGING = "Judge"
+
+
+@eval_app.command("judge")
+def eval_judge(
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated model folders or .gguf files; the last is the reference.")
+    ],
+    judge: Annotated[
+        str,
+        typer.Option("--judge", help="openai:MODEL@http://HOST:PORT/v1 or gguf:PATH.gguf.", rich_help_panel=_JUDGING),
+    ],
+    prompts: Annotated[
+        str, typer.Option("--prompts", help="A JSONL file with a 'prompt' field, or mt-mini (shipped, 40 prompts).")
+    ] = "mt-mini",
+    mode: Annotated[
+        str, typer.Option("--mode", help="pairwise (both orders) or single (1-10 grades).", rich_help_panel=_JUDGING)
+    ] = "pairwise",
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="The model the others are compared with (default: the last).")
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Run folder: answers, judgements, results.json.")
+    ] = Path("outputs/judge"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output-dir; redo nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start the run in --output-dir again from nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of tables.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw a bar chart with intervals to this PNG.")] = None,
+    temperature: Annotated[float, typer.Option(help="0 for greedy.", rich_help_panel=_SAMPLING)] = 0.7,
+    top_k: Annotated[int, typer.Option(help="0 turns it off.", rich_help_panel=_SAMPLING)] = 50,
+    top_p: Annotated[float, typer.Option(rich_help_panel=_SAMPLING)] = 0.95,
+    max_new_tokens: Annotated[int, typer.Option(rich_help_panel=_SAMPLING)] = 128,
+    seed: Annotated[int, typer.Option(help="Each prompt's seed derives from it.", rich_help_panel=_SAMPLING)] = 42,
+    judge_max_tokens: Annotated[int, typer.Option(help="Longest judge reply.", rich_help_panel=_JUDGING)] = 512,
+    judge_format: Annotated[
+        str, typer.Option(help="text ([[A]] marks) or json (structured output).", rich_help_panel=_JUDGING)
+    ] = "text",
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for one judge reply.", rich_help_panel=_JUDGING)
+    ] = 120.0,
+    retries: Annotated[int, typer.Option(help="Retries of a failed judgement.", rich_help_panel=_JUDGING)] = 2,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="Variable holding the API key (default: OPENAI_API_KEY when set).", rich_help_panel=_JUDGING),
+    ] = None,
+) -> None:
+    """Answer a prompt set with each model and judge the answers: win rates (plain and length-controlled) or grades."""
+    from discopop_cli.eval.judge.answers import Sampling
+    from discopop_cli.eval.judge.command import JudgeOptions, run_judge
+    from discopop_cli.eval.judge.judges import JudgeSettings
+
+    if judge_format not in ("text", "json"):
+        raise UserError(f"--judge-format {judge_format!r}: use text or json")
+    settings = JudgeSettings(
+        judge, judge_max_tokens, timeout, retries, as_json=judge_format == "json", api_key_env=api_key_env
+    )
+    sampling = Sampling(temperature, top_k, top_p, max_new_tokens, seed)
+    run_judge(
+        JudgeOptions(models, prompts, settings, mode, reference, sampling, output_dir, resume, force, as_json, plot)
+    )
+
+
 def main() -> None:
     app()
 
