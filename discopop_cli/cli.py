@@ -84,6 +84,19 @@ ResumeOption = Annotated[
     typer.Option("--resume", help="Continue the run in the output directory from its last complete checkpoint."),
 ]
 
+SkipBadRowsOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-rows", help="Leave out data rows that lack a field or hold the wrong type, and report them."
+    ),
+]
+MaxBadRowsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-bad-rows", help="With --skip-bad-rows: refuse a data file with more bad rows than N or P% (5%)."
+    ),
+]
+
 
 _SCALE = "Scaling out (accelerate)"
 AccelerateConfigOption = Annotated[
@@ -127,13 +140,17 @@ def _train_command(
     force: bool,
     resume: bool,
     options: LaunchOptions,
+    bad_rows: tuple[bool, str | None] = (False, None),
 ) -> None:
     """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
+    from discopop_cli.data.checks import BadRowPolicy
     from discopop_cli.train import launch
 
     options.validate(dry_run=dry_run)
+    policy = BadRowPolicy.from_options(*bad_rows)
     if options.wants_launch and not dry_run:
         child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size, resume)
+        child += launch.bad_row_args(*bad_rows)
         code = launch.launch(command, child, options)
         if code:
             raise typer.Exit(code)
@@ -142,7 +159,16 @@ def _train_command(
         from discopop_cli.train.align import run_align as run
     else:
         from discopop_cli.train.sft import run_sft as run
-    run(recipe, overrides=overrides, output_dir=output_dir, dry_run=dry_run, force=force, resume=resume, launch=options)
+    run(
+        recipe,
+        overrides=overrides,
+        output_dir=output_dir,
+        dry_run=dry_run,
+        force=force,
+        resume=resume,
+        launch=options,
+        bad_rows=policy,
+    )
 
 
 def _training_command(name: str, summary: str) -> None:
@@ -155,6 +181,8 @@ def _training_command(name: str, summary: str) -> None:
         dry_run: DryRunOption = False,
         force: ForceOption = False,
         resume: ResumeOption = False,
+        skip_bad_rows: SkipBadRowsOption = False,
+        max_bad_rows: MaxBadRowsOption = None,
         accelerate_config: AccelerateConfigOption = None,
         num_processes: NumProcessesOption = None,
         num_machines: NumMachinesOption = 1,
@@ -174,7 +202,9 @@ def _training_command(name: str, summary: str) -> None:
             main_process_port,
             global_batch_size,
         )
-        _train_command(name, recipe, set_ or [], output_dir, dry_run, force, resume, options)
+        _train_command(
+            name, recipe, set_ or [], output_dir, dry_run, force, resume, options, (skip_bad_rows, max_bad_rows)
+        )
 
     command.__doc__ = summary
     app.command(name)(command)
@@ -263,15 +293,168 @@ def export(
     run_export(model_dir, gguf=gguf, quant=quant, output=output, name=name, system=system, verify=verify, force=force)
 
 
-# `discopop eval ...`: one sub-group; each evaluation is one command calling one function in discopop_cli/eval/.
-eval_app = typer.Typer(
-    cls=_Group,
-    name="eval",
-    help="Measure a model: preference accuracy on held-out pairs (prefs), benchmark tasks (tasks).",
-    rich_markup_mode="rich",
+class _DiscoverGroup(TyperGroup):
+    """`discopop discover RECIPE ...` runs the loop; `discover report DIR` and `discover export DIR` are the others."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+discover_app = typer.Typer(
+    cls=_DiscoverGroup,
+    help="The paper's loss-discovery loop: propose, check in a sandbox, train, score, archive.",
     no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(discover_app, name="discover")
+
+
+@discover_app.command("run")
+def discover_run(
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Align recipe to train each candidate with.")],
+    proposer: Annotated[
+        str, typer.Option("--proposer", help="dir:PATH (candidate .py files) or openai:MODEL@URL (a chat server).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the archive, candidates and runs.")],
+    generations: Annotated[int, typer.Option("--generations", help="Candidates to try in all (one each).")] = 10,
+    set_: SetOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out after its last candidate.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete --out and start over.")] = False,
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="Environment variable holding the API key (openai: only).")
+    ] = "OPENAI_API_KEY",
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (openai: only).")] = 0.8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Longest reply (openai: only).")] = 1024,
+    keep_models: Annotated[
+        bool, typer.Option("--keep-models", help="Keep each candidate's trained weights (default: numbers only).")
+    ] = False,
+    train_timeout: Annotated[
+        float, typer.Option("--train-timeout", help="Seconds one candidate's training may take before it is stopped.")
+    ] = 3600.0,
+) -> None:
+    """Propose losses, reject unsafe or broken ones, train and score the rest, archive every one."""
+    from discopop_cli.discover.loop import run_discover
+
+    run_discover(
+        recipe,
+        proposer_spec=proposer,
+        generations=generations,
+        out_dir=out_dir,
+        overrides=set_ or [],
+        resume=resume,
+        force=force,
+        api_key_env=api_key_env,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        keep_models=keep_models,
+        train_timeout=train_timeout,
+    )
+
+
+@discover_app.command("report")
+def discover_report(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="The --out folder of a discovery run.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the leaderboard as JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Where the fitness-by-generation PNG goes (default DIR/fitness.png).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --plot file.")] = False,
+) -> None:
+    """The leaderboard of a discovery run, and a PNG of fitness by generation."""
+    from discopop_cli.discover.report import run_report
+
+    run_report(folder, as_json=as_json, plot=plot, force=force)
+
+
+@discover_app.command("export")
+def discover_export(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="The --out folder of a discovery run.")],
+    name: Annotated[str, typer.Option("--name", help="The loss name the plugin registers.")],
+    candidate: Annotated[str | None, typer.Option("--id", help="A scored candidate's id (default: the best).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The plugin package folder (default DIR/plugin-NAME).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing plugin folder.")] = False,
+) -> None:
+    """Write the best candidate as a loss plugin package that `align` can use by name once installed."""
+    from discopop_cli.discover.export import run_export
+
+    run_export(folder, name=name, candidate_id=candidate, output=output, force=force)
+
+
+eval_app = typer.Typer(
+    name="eval",
+    help="Evaluate models: preference accuracy on held-out pairs (prefs), benchmark tasks (tasks), an LLM judge (judge).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
 )
 app.add_typer(eval_app, name="eval")
+_SAMPLING = "Answer sampling (default: the seed model page's)"
+_JUDGING = "Judge"
+
+
+@eval_app.command("judge")
+def eval_judge(
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated model folders or .gguf files; the last is the reference.")
+    ],
+    judge: Annotated[
+        str,
+        typer.Option("--judge", help="openai:MODEL@http://HOST:PORT/v1 or gguf:PATH.gguf.", rich_help_panel=_JUDGING),
+    ],
+    prompts: Annotated[
+        str, typer.Option("--prompts", help="A JSONL file with a 'prompt' field, or mt-mini (shipped, 40 prompts).")
+    ] = "mt-mini",
+    mode: Annotated[
+        str, typer.Option("--mode", help="pairwise (both orders) or single (1-10 grades).", rich_help_panel=_JUDGING)
+    ] = "pairwise",
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="The model the others are compared with (default: the last).")
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Run folder: answers, judgements, results.json.")
+    ] = Path("outputs/judge"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output-dir; redo nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start the run in --output-dir again from nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of tables.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw a bar chart with intervals to this PNG.")] = None,
+    temperature: Annotated[float, typer.Option(help="0 for greedy.", rich_help_panel=_SAMPLING)] = 0.7,
+    top_k: Annotated[int, typer.Option(help="0 turns it off.", rich_help_panel=_SAMPLING)] = 50,
+    top_p: Annotated[float, typer.Option(rich_help_panel=_SAMPLING)] = 0.95,
+    max_new_tokens: Annotated[int, typer.Option(rich_help_panel=_SAMPLING)] = 128,
+    seed: Annotated[int, typer.Option(help="Each prompt's seed derives from it.", rich_help_panel=_SAMPLING)] = 42,
+    judge_max_tokens: Annotated[int, typer.Option(help="Longest judge reply.", rich_help_panel=_JUDGING)] = 512,
+    judge_format: Annotated[
+        str, typer.Option(help="text ([[A]] marks) or json (structured output).", rich_help_panel=_JUDGING)
+    ] = "text",
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for one judge reply.", rich_help_panel=_JUDGING)
+    ] = 120.0,
+    retries: Annotated[int, typer.Option(help="Retries of a failed judgement.", rich_help_panel=_JUDGING)] = 2,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="Variable holding the API key (default: OPENAI_API_KEY when set).", rich_help_panel=_JUDGING),
+    ] = None,
+) -> None:
+    """Answer a prompt set with each model and judge the answers: win rates (plain and length-controlled) or grades."""
+    from discopop_cli.eval.judge.answers import Sampling
+    from discopop_cli.eval.judge.command import JudgeOptions, run_judge
+    from discopop_cli.eval.judge.judges import JudgeSettings
+
+    if judge_format not in ("text", "json"):
+        raise UserError(f"--judge-format {judge_format!r}: use text or json")
+    settings = JudgeSettings(
+        judge, judge_max_tokens, timeout, retries, as_json=judge_format == "json", api_key_env=api_key_env
+    )
+    sampling = Sampling(temperature, top_k, top_p, max_new_tokens, seed)
+    run_judge(
+        JudgeOptions(models, prompts, settings, mode, reference, sampling, output_dir, resume, force, as_json, plot)
+    )
+
 
 DtypeOption = Annotated[
     str, typer.Option("--dtype", help="auto (float32 on CPU, bfloat16 on a GPU), float32, bfloat16 or float16.")
@@ -366,3 +549,21 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command and sub-command as the words a user types: ("align",), ("eval",), ("eval", "prefs"), ...
+
+    The help tests and bench/startup.py walk this, so a new command is covered the day it is registered.
+    """
+    import typer.main
+
+    def walk(group: Any, words: tuple[str, ...]) -> list[tuple[str, ...]]:
+        found: list[tuple[str, ...]] = []
+        for name, command in sorted(group.commands.items()):
+            found.append((*words, name))
+            if hasattr(command, "commands"):
+                found.extend(walk(command, (*words, name)))
+        return found
+
+    return walk(typer.main.get_command(app), ())

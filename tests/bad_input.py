@@ -179,3 +179,20 @@ def check_case_ids(cases: list[Any], commands: tuple[str, ...], at_least: int = 
     assert len(ids) == len(set(ids))
     for command in commands:
         assert sum(i.startswith(command + "-") for i in ids) >= at_least, command
+
+
+def forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every way a run loads a model, a tokenizer or a dataset raise, so a case that got that far fails on it
+    (an AssertionError escapes the CLI, which `check_refused` reports) instead of passing with another message."""
+    import datasets
+    import transformers
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a model, tokenizer or dataset was loaded: {args[1:2] or args[:1]}")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(_BaseAutoModelClass, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    monkeypatch.setattr(datasets, "load_from_disk", refuse)

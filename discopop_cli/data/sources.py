@@ -31,6 +31,8 @@ class DatasetSpec:
     split: str = "train"
     columns: list[str] | None = None
     weight: float | None = None
+    # Rows (0-based) of a local file that --skip-bad-rows leaves out; set by checks.check_rows, never written out.
+    drop_rows: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def local_path(self) -> Path | None:
@@ -56,7 +58,7 @@ class DataSpec:
 
     def as_dict(self) -> dict[str, Any]:
         def entry(spec: DatasetSpec) -> dict[str, Any]:
-            return {k: v for k, v in asdict(spec).items() if v is not None}
+            return {k: v for k, v in asdict(spec).items() if v is not None and k != "drop_rows"}
 
         out: dict[str, Any] = {"datasets": [entry(s) for s in self.train], "seed": self.seed}
         if self.eval:
@@ -193,6 +195,22 @@ def _load_local_dir(path: Path, spec: DatasetSpec) -> Any:
     return load_dataset(str(path), spec.config, split=spec.split)
 
 
+def _load_file(builder: str, path: Path, spec: DatasetSpec) -> Any:
+    """A local data file, less the rows --skip-bad-rows drops. JSON rows are rebuilt from the good ones, since
+    a bad row of another type (a number where the others hold lists) would stop pyarrow from reading the file."""
+    from datasets import Dataset, load_dataset
+
+    if not spec.drop_rows:
+        return load_dataset(builder, data_files=str(path), split=spec.split)
+    dropped = set(spec.drop_rows)
+    if builder == "json":
+        from discopop_cli.data.rows import read_rows
+
+        return Dataset.from_list([row for i, (_, row) in enumerate(read_rows(path)) if i not in dropped])
+    dataset = load_dataset(builder, data_files=str(path), split=spec.split)
+    return dataset.select([i for i in range(len(dataset)) if i not in dropped])
+
+
 def load_split(spec: DatasetSpec) -> Any:
     """One split of one dataset as a `datasets.Dataset`."""
     from datasets import load_dataset
@@ -208,7 +226,7 @@ def load_split(spec: DatasetSpec) -> Any:
                     f"dataset file {path} has one split, 'train' (asked for '{spec.split}'); "
                     "use test_split_size to carve an eval split, or give the eval data its own file"
                 )
-            dataset = load_dataset(builder, data_files=str(path), split=spec.split)
+            dataset = _load_file(builder, path, spec)
         elif path is not None:
             dataset = _load_local_dir(path, spec)
         else:

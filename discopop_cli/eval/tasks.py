@@ -50,7 +50,7 @@ def check_model_arg(model: str) -> bool:
         import importlib.util
 
         if importlib.util.find_spec("llama_cpp") is None:
-            raise UserError("a GGUF runs through llama.cpp; run: pip install 'discopop-cli[gguf]'")
+            raise UserError("a GGUF runs through llama.cpp; run: pip install 'discopop-cli[gguf,server]'")
         return True
     models.check_model(model)
     return False

@@ -6,7 +6,8 @@ Modules, in the order an export uses them:
 - `architectures`: per-architecture hyperparameters and tensor transforms (gemma, llama, mistral, qwen2).
 - `tensors`: safetensors read a slab of rows at a time, converted and written in chunks.
 - `vocab`: tokenizer metadata (SentencePiece-style `llama` and byte-level BPE `gpt2` vocabularies).
-- `chat_template`: the Jinja chat template read as per-role turn wrappers, translated to Ollama's Go template.
+- `chat_template/`: the Jinja chat template read as a chat format (turn wrappers, where the system message goes,
+  a default system message) and written as Ollama's Go template.
 - `modelfile`: the Modelfile and, for Gemma derivatives, the NOTICE.
 - `verify`: llama.cpp against transformers on chat prompts.
 - `command`: the `export` command itself.

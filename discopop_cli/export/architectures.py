@@ -8,6 +8,8 @@ Facts from llama.cpp (its loader and its converter, read, not copied):
   two halves of each head, so the rows of q_proj/k_proj are reordered per head. `rope_type: llama3` becomes a
   `rope_freqs` tensor of per-dimension frequency factors.
 - qwen2: rotates halves like Hugging Face (NEOX order), so nothing is reordered; q/k/v carry biases.
+- gemma2, gemma3 (text): Gemma's norm offset on every norm (q/k norms too) and tied head; see `hparams`.
+- qwen3, phi3: NEOX like qwen2; smollm3: llama's q/k reorder. Their extra keys and checks are in `hparams`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from discopop_cli.core.errors import UserError
+from discopop_cli.export.hparams import add_extra_hyperparameters, head_dim, rope_parameters
 from discopop_cli.export.tensors import ArrayTensor, PlannedTensor, RowTransform, SourceTensor, fits_blocks
 
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers older checkpoints saved; llama.cpp recomputes them
@@ -37,9 +40,14 @@ class Architecture:
 
 ARCHITECTURES = {
     "gemma": Architecture("gemma", "GEMMA", norm_offset=1.0, always_tied=True),
+    "gemma2": Architecture("gemma2", "GEMMA2", norm_offset=1.0, always_tied=True),
+    "gemma3_text": Architecture("gemma3_text", "GEMMA3", norm_offset=1.0, always_tied=True),
     "llama": Architecture("llama", "LLAMA", reorders_qk=True, writes_vocab_size=True),
     "mistral": Architecture("mistral", "LLAMA", reorders_qk=True, writes_vocab_size=True),
+    "phi3": Architecture("phi3", "PHI3"),
     "qwen2": Architecture("qwen2", "QWEN2"),
+    "qwen3": Architecture("qwen3", "QWEN3"),
+    "smollm3": Architecture("smollm3", "SMOLLM3", reorders_qk=True),
 }
 
 
@@ -53,19 +61,6 @@ def architecture_of(config: dict[str, Any], model_dir: object) -> Architecture:
             f"discopop export --gguf supports {', '.join(ARCHITECTURES)}"
         )
     return arch
-
-
-def head_dim(config: dict[str, Any]) -> int:
-    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-
-
-def rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
-    """transformers 5's `rope_parameters`, or the older `rope_theta` + `rope_scaling` pair, as one dict."""
-    params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
-    if "rope_type" not in params and "type" in params:
-        params["rope_type"] = params["type"]
-    params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
-    return params
 
 
 def add_hyperparameters(writer: Any, arch: Architecture, config: dict[str, Any]) -> None:
@@ -96,6 +91,7 @@ def add_hyperparameters(writer: Any, arch: Architecture, config: dict[str, Any])
         pass  # a rope_freqs tensor, see extra_tensors()
     elif rope_type != "default":
         raise UserError(f"RoPE scaling {rope_type!r} of this {arch.model_type} model is not supported by the exporter")
+    add_extra_hyperparameters(writer, arch.model_type, config)
 
 
 def _llama3_rope_factors(config: dict[str, Any]) -> np.ndarray:

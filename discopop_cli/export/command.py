@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from discopop_cli.core.console import notice, out
+from discopop_cli.core.console import notice, out, warn
 from discopop_cli.core.errors import UserError
 from discopop_cli.core.json_files import read_json
 from discopop_cli.core.outputs import staged_file
@@ -75,6 +75,59 @@ def _special_token_strings(model_dir: Path) -> dict[str, str]:
     return strings
 
 
+@dataclass(frozen=True)
+class ChatSetup:
+    """What the chat template gives the Modelfile: its Go template, stops, default system text and notes."""
+
+    template: str | None
+    stops: list[str]
+    system: str | None
+    notes: tuple[str, ...] = ()
+
+
+def _chat_setup(model_dir: Path, vocabulary: Vocabulary, system: str | None) -> ChatSetup:
+    """The chat template translated; sets the vocabulary's end-of-turn id from it.
+
+    A template with no Go translation costs the Modelfile its TEMPLATE (Ollama then reads the GGUF's own), never
+    the GGUF: the export goes on with a warning naming the reason.
+    """
+    if vocabulary.chat_template is None:
+        if system:
+            raise UserError(f"{model_dir} has no chat template, so --system has no turn to go in; drop --system")
+        notice(f"{model_dir} has no chat template: the Modelfile sends prompts to the model verbatim")
+        return ChatSetup("{{ .Prompt }}", [], None)
+    special_tokens = _special_token_strings(model_dir)
+    try:
+        fmt = chat_template.read_chat_format(vocabulary.chat_template, special_tokens)
+    except chat_template.NotTranslatable as exc:
+        warn(
+            f"the chat template of {model_dir} has no Ollama translation ({exc}); "
+            "the Modelfile is written without TEMPLATE, so Ollama uses the GGUF's own chat template"
+        )
+        return ChatSetup(None, [], system, ("The chat template has no Go translation: Ollama reads the GGUF's.",))
+    if system and not fmt.has_system:
+        raise UserError(f"the chat template of {model_dir} has no system turn; drop --system")
+    specials = {
+        token
+        for token, kind in zip(vocabulary.tokens, vocabulary.token_types, strict=True)
+        if kind in (CONTROL, USER_DEFINED)
+    }
+    bos_text = special_tokens.get("bos_token")
+    # llama.cpp adds bos itself when add_bos is set, so the Go template must not write it a second time.
+    drop_head = vocabulary.add_bos and bool(fmt.head) and fmt.head == (bos_text or "")
+    end_of_turn = chat_template.end_of_turn_token(fmt, specials)
+    end_of_turn_id = vocabulary.token_id(end_of_turn) if end_of_turn else None
+    if end_of_turn_id is not None:
+        # llama.cpp then ends generation at the turn's end (e.g. <|im_end|>), not only at eos.
+        vocabulary.special_ids["eot"] = end_of_turn_id
+    return ChatSetup(
+        chat_template.go_template(fmt, drop_head=drop_head),
+        chat_template.stop_strings(fmt, specials, bos_text),
+        system or fmt.default_system,
+        fmt.notes,
+    )
+
+
 def _companions(
     model_dir: Path,
     gguf_path: Path,
@@ -84,47 +137,39 @@ def _companions(
     gemma: bool,
     system: str | None,
 ) -> list[Companion]:
-    """The Modelfile (and NOTICE for Gemma); sets the vocabulary's end-of-turn id from the chat template."""
+    """The Modelfile (and NOTICE for Gemma)."""
     directory = gguf_path.parent
-    license_text = modelfile.gemma_license_reference() if gemma else None
-    if vocabulary.chat_template is None:
-        if system:
-            raise UserError(f"{model_dir} has no chat template, so --system has no turn to go in; drop --system")
-        notice(f"{model_dir} has no chat template: the Modelfile sends prompts to the model verbatim")
-        template, stops = "{{ .Prompt }}", []
-    else:
-        special_tokens = _special_token_strings(model_dir)
-        turn_format = chat_template.read_turn_format(vocabulary.chat_template, special_tokens, model_dir)
-        if system and not turn_format.has_system:
-            raise UserError(f"the chat template of {model_dir} has no system turn; drop --system")
-        specials = {
-            token
-            for token, kind in zip(vocabulary.tokens, vocabulary.token_types, strict=True)
-            if kind in (CONTROL, USER_DEFINED)
-        }
-        bos_text = special_tokens.get("bos_token")
-        # llama.cpp adds bos itself when add_bos is set, so the Go template must not write it a second time.
-        drop_begin = vocabulary.add_bos and turn_format.begin == (bos_text or "")
-        template = chat_template.go_template(turn_format, drop_begin=drop_begin)
-        stops = chat_template.stop_strings(turn_format, specials, bos_text)
-        end_of_turn = chat_template.end_of_turn_token(turn_format, specials)
-        end_of_turn_id = vocabulary.token_id(end_of_turn) if end_of_turn else None
-        if end_of_turn_id is not None:
-            # llama.cpp then ends generation at the turn's end (e.g. <|im_end|>), not only at eos.
-            vocabulary.special_ids["eot"] = end_of_turn_id
+    chat = _chat_setup(model_dir, vocabulary, system)
     spec = modelfile.ModelfileSpec(
         gguf_file_name=gguf_path.name,
         model_name=model_name,
-        template=template,
-        stops=stops,
-        parameters=modelfile.seed_parameters(gemma, stops),
-        system=system,
-        license_text=license_text,
+        template=chat.template,
+        stops=chat.stops,
+        parameters=modelfile.seed_parameters(gemma, chat.stops),
+        system=chat.system,
+        license_text=modelfile.gemma_license_reference() if gemma else None,
+        notes=chat.notes,
     )
     files = [Companion(directory / "Modelfile", modelfile.render_modelfile(spec))]
     if gemma:
         files.append(Companion(directory / "NOTICE", modelfile.gemma_notice(model_name)))
     return files
+
+
+_PHI3_TOKENS = ("</s>", "<unk>", "<s>", "<|endoftext|>")
+
+
+def _check_phi3_name(model_name: str, vocabulary: Vocabulary) -> None:
+    """llama.cpp applies Phi-3's token rules to any model whose name holds "phi3" or "phi-3", and fails to load
+    one whose vocabulary lacks Phi-3's tokens."""
+    lowered = model_name.lower()
+    if "phi3" in lowered or "phi-3" in lowered:
+        missing = [token for token in _PHI3_TOKENS if vocabulary.token_id(token) is None]
+        if missing:
+            raise UserError(
+                f"llama.cpp treats a model named {model_name!r} as Phi-3 and needs its tokens {', '.join(missing)}, "
+                "which this vocabulary lacks; pass a --name without phi3 in it"
+            )
 
 
 def _check_destinations(gguf_path: Path, companions: list[Companion], force: bool) -> None:
@@ -183,9 +228,10 @@ def run_export(
     if verify:
         require_llama_cpp("--verify")
     model_name = name or model_dir.resolve().name
-    gemma = arch.model_type == "gemma"
+    gemma = arch.model_type.startswith("gemma")
 
     vocabulary = load_vocabulary(model_dir, config, gemma=gemma)
+    _check_phi3_name(model_name, vocabulary)
     gguf_path = _resolve_output(output, model_dir, model_name, quant_spec)
     companions = _companions(model_dir, gguf_path, vocabulary, model_name=model_name, gemma=gemma, system=system)
     _check_destinations(gguf_path, companions, force)

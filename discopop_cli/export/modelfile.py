@@ -1,7 +1,8 @@
 """The files written beside the GGUF: an Ollama `Modelfile` and, for Gemma derivatives, a `NOTICE`.
 
 The Modelfile makes `ollama create NAME -f Modelfile` give a model that chats and stops right with nothing to edit:
-FROM the GGUF beside it, the chat template translated to Go, stop tokens, the seed's sampling parameters for
+FROM the GGUF beside it, the chat template translated to Go (with a comment line for each thing the translation
+fixed or left out), stop tokens, the seed's sampling parameters for
 ChatML Gemma, an optional SYSTEM prompt and, for Gemma, the license reference.
 """
 
@@ -26,11 +27,12 @@ SEED_CHATML_GEMMA_PARAMETERS = (("penalize_newline", "false"), ("repeat_penalty"
 class ModelfileSpec:
     gguf_file_name: str  # FROM ./<this>: relative, so the folder can move as a whole
     model_name: str
-    template: str
+    template: str | None  # None: the chat template has no Go translation, Ollama reads the GGUF's own
     stops: list[str]
     parameters: tuple[tuple[str, str], ...] = ()
     system: str | None = None
     license_text: str | None = None
+    notes: tuple[str, ...] = ()  # comment lines: what the template translation fixed or left out
 
 
 def _triple_quoted(text: str, what: str) -> str:
@@ -47,9 +49,11 @@ def render_modelfile(spec: ModelfileSpec) -> str:
     lines = [
         f"# {spec.model_name}, exported by discopop-cli. Create the Ollama model with:",
         f"#   ollama create {spec.model_name} -f Modelfile",
+        *(f"# {note}" for note in spec.notes),
         f"FROM ./{spec.gguf_file_name}",
-        f"TEMPLATE {_triple_quoted(spec.template, 'chat template')}",
     ]
+    if spec.template is not None:
+        lines.append(f"TEMPLATE {_triple_quoted(spec.template, 'chat template')}")
     lines += [f"PARAMETER stop {_quoted(stop)}" for stop in spec.stops]
     lines += [f"PARAMETER {key} {value}" for key, value in spec.parameters]
     if spec.system:

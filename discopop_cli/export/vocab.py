@@ -36,7 +36,24 @@ _LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 _QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-KNOWN_PRE_TOKENIZERS = ("llama-bpe", "qwen2", "gpt-2", "smollm")
+_QWEN35_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_DEEPSEEK3_SPLITS = (
+    r"\p{N}{1,3}",
+    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+    r"[!"  # $%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+",
+)
+# Isolated Split rules (in order) before a regex-free ByteLevel step -> llama.cpp's pre-tokenizer name.
+_SPLIT_FAMILIES = {
+    (_LLAMA3_SPLIT,): "llama-bpe",
+    (_QWEN2_SPLIT,): "qwen2",
+    (_QWEN35_SPLIT,): "qwen35",
+    _DEEPSEEK3_SPLITS: "deepseek-v3",
+}
+KNOWN_PRE_TOKENIZERS = ("llama-bpe", "qwen2", "qwen35", "deepseek-v3", "gpt-2", "smollm (starcoder's too)", "falcon")
 
 
 @dataclass
@@ -138,17 +155,25 @@ def detect_pre_tokenizer(tokenizer_json: dict[str, Any], model_dir: object) -> s
     kinds = [step.get("type") for step in steps]
     byte_level = steps[-1] if kinds and kinds[-1] == "ByteLevel" else None
     if byte_level is not None and not byte_level.get("add_prefix_space", False):
-        if kinds == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
-            regex = (steps[0].get("pattern") or {}).get("Regex")
-            isolated = steps[0].get("behavior") == "Isolated"
-            if isolated and regex == _LLAMA3_SPLIT:
-                return "llama-bpe"
-            if isolated and regex == _QWEN2_SPLIT:
-                return "qwen2"
+        splits = steps[:-1]
+        if splits and kinds[:-1] == ["Split"] * len(splits) and not byte_level.get("use_regex", True):
+            rules = tuple((step.get("pattern") or {}).get("Regex") for step in splits)
+            if all(step.get("behavior") == "Isolated" for step in splits) and rules in _SPLIT_FAMILIES:
+                return _SPLIT_FAMILIES[rules]
+            unknown = " then ".join(str(rule) for rule in rules)
+            raise UserError(
+                f"the pre-tokenizer split rule of {model_dir} ({unknown[:120]}) is not one the exporter maps to "
+                f"llama.cpp ({', '.join(KNOWN_PRE_TOKENIZERS)}); its GGUF would tokenize differently"
+            )
         if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
             return "gpt-2"
+        # Digits one by one, then GPT-2's rule: StarCoder's and SmolLM's, which llama.cpp splits alike.
         if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and byte_level.get("use_regex", True):
             return "smollm"
+    if kinds == ["Punctuation", "ByteLevel", "Digits", "Split"] and byte_level is None:
+        three_digits = (steps[3].get("pattern") or {}).get("Regex") == "[0-9][0-9][0-9]"
+        if three_digits and steps[1].get("use_regex", True) and not steps[2].get("individual_digits"):
+            return "falcon"
     raise UserError(
         f"the byte-level pre-tokenizer of {model_dir} ({' + '.join(map(str, kinds)) or 'none'}) is not one the "
         f"exporter maps to llama.cpp ({', '.join(KNOWN_PRE_TOKENIZERS)}); its GGUF would tokenize differently"

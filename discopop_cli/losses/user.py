@@ -87,3 +87,68 @@ def _wrap_paper_form(fn: Callable, target: str) -> LossFn:
     paper_loss.__name__ = getattr(fn, "__name__", "paper_loss")
     paper_loss.__doc__ = fn.__doc__
     return paper_loss
+
+
+# --- the contract every loss the trainer calls must keep, checked before any model is loaded ----------------
+
+PROBE_PAIRS = 4
+
+
+def _probe_batch(pairs: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sequence log-probabilities as a small model gives them (negative, a few nats apart), from a fixed seed.
+
+    The policy's carry a gradient, as in training; the reference's do not (TRL computes them without one).
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+
+    def logps() -> Tensor:
+        return -(5.0 + 10.0 * torch.rand(pairs, generator=generator))
+
+    return logps().requires_grad_(), logps().requires_grad_(), logps(), logps()
+
+
+def check_loss_contract(name: str, fn: LossFn, *, beta: float, params: dict[str, object]) -> None:
+    """Call a loss on a random batch: it must return one finite float loss per pair, with a gradient that reaches
+    the policy log-probabilities. Anything else, an exception inside the loss included, is one UserError line that
+    names the loss (the exception chained for --debug)."""
+    import torch
+
+    pc, pr, rc, rr = _probe_batch(PROBE_PAIRS)
+    where = f"loss `{name}` on a test batch of {PROBE_PAIRS} pairs"
+    try:
+        out = fn(pc, pr, rc, rr, beta=beta, **params)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(
+            f"{where} raised {type(exc).__name__}{': ' + detail if detail else ''}; fix the function "
+            "(--debug shows the traceback)"
+        ) from exc
+    shape = f"[{PROBE_PAIRS}]"
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"{where} returned {type(out).__name__}, not a tensor; return one loss per pair, shape {shape}")
+    if tuple(out.shape) != (PROBE_PAIRS,):
+        got = "a scalar (shape [])" if out.dim() == 0 else f"shape {list(out.shape)}"
+        raise UserError(
+            f"{where} returned {got}; return one loss per pair, shape {shape} (the trainer averages them; "
+            "drop a final .mean() or .sum())"
+        )
+    if not out.is_floating_point():
+        raise UserError(f"{where} returned a {out.dtype} tensor; return float losses")
+    if not bool(torch.isfinite(out).all()):
+        raise UserError(f"{where} returned non-finite values {out.detach().tolist()}; keep the loss finite")
+    if not out.requires_grad:
+        raise UserError(
+            f"{where} returned a tensor with no gradient (detached, or built from .item() or numpy); "
+            "compute it with torch operations on the log-probabilities"
+        )
+    grads = torch.autograd.grad(out.sum(), [pc, pr], allow_unused=True)
+    flowing = [g for g in grads if g is not None]
+    if not flowing or all(not bool(g.any()) for g in flowing):
+        raise UserError(
+            f"{where}: no gradient reaches policy_chosen_logps or policy_rejected_logps; "
+            "the loss must depend on them for training to change the model"
+        )
+    if not all(bool(torch.isfinite(g).all()) for g in flowing):
+        raise UserError(f"{where}: its gradient is not finite; keep the loss differentiable")

@@ -19,10 +19,10 @@ import yaml
 from discopop_cli.core.console import notice, warn
 from discopop_cli.core.errors import UserError, first_line
 from discopop_cli.core.suggest import suggest
-from discopop_cli.data.checks import check_local_data
+from discopop_cli.data.checks import BadRowPolicy, check_local_data
 from discopop_cli.data.sources import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
 from discopop_cli.recipes.legacy import translate_legacy
-from discopop_cli.recipes.types import SECRET_KEYS, check_types, type_hints
+from discopop_cli.recipes.types import SECRET_KEYS, check_ranges, check_types, type_hints
 
 # Keys the project itself implements on top of TRL, per command.
 PROJECT_KEYS: dict[str, set[str]] = {
@@ -233,6 +233,7 @@ def load_recipe(
     overrides: list[str] | None = None,
     output_dir: Path | None = None,
     quiet: bool = False,
+    bad_rows: BadRowPolicy | None = None,
 ) -> Recipe:
     """Load, override, translate, validate and route a recipe. Raises UserError before any work."""
     path = Path(path)
@@ -270,6 +271,8 @@ def load_recipe(
     check_types(path.name, model, type_hints(ModelConfig))
     check_types(path.name, training, type_hints(_training_config_class(task)))
     check_types(path.name, extras, PROJECT_TYPES)
+    for values in (model, training):
+        check_ranges(path.name, values)
     _check_model_folder(path.name, raw["model_name_or_path"], training)
     data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path)
     training.setdefault("output_dir", f"outputs/{path.stem}")
@@ -286,6 +289,7 @@ def load_recipe(
         task,
         text_field=str(training.get("dataset_text_field", "text")),
         with_eval=str(training.get("eval_strategy", "no")) != "no",
+        policy=bad_rows,
     )
     return recipe
 

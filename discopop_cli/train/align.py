@@ -19,6 +19,7 @@ def run_align(
     force: bool,
     resume: bool = False,
     launch: LaunchOptions | None = None,
+    bad_rows: Any = None,
 ) -> None:
     from discopop_cli.recipes import load as recipes
     from discopop_cli.train import injection as trainer
@@ -26,7 +27,7 @@ def run_align(
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
-    recipe = recipes.load_recipe(recipe_path, "align", overrides=overrides, output_dir=output_dir)
+    recipe = recipes.load_recipe(recipe_path, "align", overrides=overrides, output_dir=output_dir, bad_rows=bad_rows)
     processes = resolve_processes(recipe.training, launch)
     loss_plan = trainer.plan_losses(
         recipe.training.get("loss_type"),

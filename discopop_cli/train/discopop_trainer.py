@@ -9,6 +9,7 @@ from typing import Any
 
 from trl import DPOTrainer
 
+from discopop_cli.core.errors import RunFailure, first_line
 from discopop_cli.train.injection import LossPlan, _ForwardRecorder, truncate_prompts
 from discopop_cli.train.shared import trainer_class
 
@@ -77,9 +78,16 @@ class DiscoPOPTrainer(trainer_class(DPOTrainer)):
         mode = "train" if self.model.training else "eval"
         total = 0.0
         for planned in self.loss_plan.registry:
-            per_pair = planned.fn(
-                policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=self.beta, **planned.params
-            )
+            try:
+                per_pair = planned.fn(
+                    policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=self.beta, **planned.params
+                )
+            except Exception as exc:  # the user's code: one line naming it, the traceback under --debug
+                raise RunFailure(
+                    f"loss `{planned.name}` raised {type(exc).__name__}: {first_line(exc)} at step "
+                    f"{self.state.global_step + 1} (it passed the check on a test batch before training); "
+                    "fix the function (--debug shows the traceback)"
+                ) from exc
             term = per_pair.mean()
             total = total + planned.weight * term  # promotes to float32: a float16 loss would overflow first
             gathered = self.accelerator.gather_for_metrics(term.detach().reshape(1))

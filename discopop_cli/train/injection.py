@@ -82,9 +82,12 @@ def plan_losses(
     """Split a recipe's `loss_type` list between TRL and the registry, resolving each loss's parameters.
 
     A registry loss parameter takes its value from `loss_kwargs`, else from the trainer config field of the
-    same name (e.g. `discopop_tau`), else from the function's default.
+    same name (e.g. `discopop_tau`), else from the function's default. Each registry loss is then called once on
+    a random batch (`check_loss_contract`), so a loss that raises or returns the wrong thing is refused here,
+    in `--dry-run` too, and not after the model has loaded.
     """
     from discopop_cli import losses
+    from discopop_cli.losses.user import check_loss_contract
 
     names = [loss_type] if isinstance(loss_type, str) else list(loss_type or ["sigmoid"])
     weights = list(loss_weights) if loss_weights is not None else [1.0] * len(names)
@@ -119,6 +122,9 @@ def plan_losses(
             f"loss_kwargs {unused} match no parameter of the losses {names}; "
             "run `discopop losses` to see each loss's parameters"
         )
+    beta = config_values.get("beta", 0.1)
+    for planned in plan.registry:
+        check_loss_contract(planned.name, planned.fn, beta=float(beta), params=planned.params)
     return plan
 
 

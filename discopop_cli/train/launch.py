@@ -191,6 +191,12 @@ def child_args(
     return args
 
 
+def bad_row_args(skip: bool, max_bad: str | None) -> list[str]:
+    """--skip-bad-rows and --max-bad-rows as the launched processes get them."""
+    args = ["--skip-bad-rows"] if skip else []
+    return args + (["--max-bad-rows", max_bad] if max_bad is not None else [])
+
+
 def resolve_processes(training: dict[str, Any], options: LaunchOptions | None) -> int:
     """How many processes train, after applying --global-batch-size to the recipe's accumulation."""
     from discopop_cli.core.console import notice

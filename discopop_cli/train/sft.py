@@ -30,6 +30,7 @@ def run_sft(
     force: bool,
     resume: bool = False,
     launch: LaunchOptions | None = None,
+    bad_rows: Any = None,
 ) -> None:
     from discopop_cli.recipes import load as recipes
     from discopop_cli.train import injection as trainer
@@ -39,7 +40,7 @@ def run_sft(
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
-    recipe = recipes.load_recipe(recipe_path, "sft", overrides=overrides, output_dir=output_dir)
+    recipe = recipes.load_recipe(recipe_path, "sft", overrides=overrides, output_dir=output_dir, bad_rows=bad_rows)
     processes = resolve_processes(recipe.training, launch)
     _read_template_file(recipe)
     if recipe.extras.get("chat_template") is not None:

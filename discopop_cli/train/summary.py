@@ -130,9 +130,16 @@ def _model_rows(recipe: Any) -> Rows:
 def _data_rows(recipe: Any, config: Any) -> Rows:
     from discopop_cli.data.sources import count_rows
 
+    def left_out(spec: Any) -> str:
+        return f", {len(spec.drop_rows)} bad rows left out" if spec.drop_rows else ""
+
     for spec in recipe.data.train:
         rows = count_rows(spec)
-        count = f"{rows} rows" if rows is not None else "Hub dataset, rows counted at load"
+        count = (
+            f"{rows - len(spec.drop_rows)} rows{left_out(spec)}"
+            if rows is not None
+            else "Hub dataset, rows counted at load"
+        )
         weight = f", weight {spec.weight}" if spec.weight is not None else ""
         yield "train data", f"{spec.label} ({count}{weight})"
     if str(config.eval_strategy) in ("no", "IntervalStrategy.NO"):
@@ -140,7 +147,8 @@ def _data_rows(recipe: Any, config: Any) -> Rows:
         return
     for spec in recipe.data.eval:
         rows = count_rows(spec)
-        yield "eval data", f"{spec.label} ({f'{rows} rows' if rows is not None else 'Hub dataset'})"
+        count = f"{rows - len(spec.drop_rows)} rows{left_out(spec)}" if rows is not None else "Hub dataset"
+        yield "eval data", f"{spec.label} ({count})"
     if recipe.data.test_split_size:
         yield "eval data", f"test_split_size {recipe.data.test_split_size} of the training mixture"
 

@@ -36,7 +36,7 @@ BEGIN, END, IM_START, IM_END = "<|begin_of_text|>", "<|end_of_text|>", "<|im_sta
 QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 
 
-def build_tiny_bpe_model(out_dir: Path, model_type: str = "llama") -> Path:
+def build_tiny_bpe_model(out_dir: Path, model_type: str = "llama", **overrides: object) -> Path:
     """A random-weight llama, mistral or qwen2 model with a freshly trained byte-level BPE vocabulary.
 
     The llama one has grouped-query attention, an untied head and Llama 3's RoPE base; the qwen2 one a tied head,
@@ -71,22 +71,23 @@ def build_tiny_bpe_model(out_dir: Path, model_type: str = "llama") -> Path:
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(out_dir)
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=768,  # more rows than tokens: the GGUF vocabulary is padded to match
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        rope_theta=500000.0,
-        tie_word_embeddings=model_type == "qwen2",
-        bos_token_id=ids[BEGIN],
-        eos_token_id=ids[END],
-        pad_token_id=ids[END],
-    )
+    settings: dict[str, object] = {
+        "vocab_size": 768,  # more rows than tokens: the GGUF vocabulary is padded to match
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "max_position_embeddings": 512,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": model_type == "qwen2",
+        "bos_token_id": ids[BEGIN],
+        "eos_token_id": ids[END],
+        "pad_token_id": ids[END],
+    }
+    settings.update(overrides)
+    config = AutoConfig.for_model(model_type, **{key: value for key, value in settings.items() if value is not None})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).float()
@@ -182,6 +183,35 @@ def test_qwen2_and_mistral_export_runs_in_llama_cpp_like_transformers(model_type
         assert check.llama_ids == check.hf_ids, check.label
         assert check.top1_agreeing == check.positions and check.llama_greedy == check.hf_greedy, check.label
         assert check.max_logit_diff < 1e-3, check.label
+
+
+NEW_ARCHITECTURES = {
+    # model_type: (config overrides, GGUF architecture)
+    "qwen3": ({"tie_word_embeddings": True}, "qwen3"),
+    "gemma2": ({"tie_word_embeddings": True, "query_pre_attn_scalar": 16, "num_hidden_layers": 4}, "gemma2"),
+    "gemma3_text": (
+        {"tie_word_embeddings": True, "query_pre_attn_scalar": 16, "num_hidden_layers": 6, "rope_theta": None},
+        "gemma3",
+    ),
+    "phi3": ({"sliding_window": None}, "phi3"),
+    "smollm3": ({"num_hidden_layers": 4, "tie_word_embeddings": True}, "smollm3"),
+}
+
+
+@pytest.mark.parametrize("model_type", list(NEW_ARCHITECTURES))
+def test_new_architectures_run_in_llama_cpp_like_transformers(model_type: str, tmp_path: Path) -> None:
+    overrides, gguf_arch = NEW_ARCHITECTURES[model_type]
+    # Not named after the architecture: llama.cpp gives a model whose name holds "phi3" Phi-3's token rules.
+    model_dir = build_tiny_bpe_model(tmp_path / "model", model_type, **overrides)
+    gguf_path = tmp_path / "model.gguf"
+    export(model_dir, "--gguf", "--quant", "f32", "--output", gguf_path)
+    assert fields(gguf_path)["general.architecture"] == gguf_arch
+    report = compare(model_dir, gguf_path, quant_type("f32"))
+    for check in report.checks:
+        assert check.llama_ids == check.hf_ids, check.label  # tokens equal
+        assert check.top1_agreeing == check.positions, (check.label, check.top1_agreeing, check.positions)
+        assert check.llama_greedy == check.hf_greedy and check.hf_greedy, check.label
+        assert check.max_logit_diff < 1e-3, (check.label, check.max_logit_diff)
 
 
 @pytest.mark.parametrize("model_dir", MODELS, indirect=True)
@@ -394,7 +424,7 @@ def test_refuses_an_unsupported_architecture(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tmp_path), "--gguf"])
     assert result.exit_code == 2
     assert "gpt_neox model (GPTNeoXForCausalLM)" in result.output
-    assert "supports gemma, llama, mistral, qwen2" in result.output
+    assert "supports gemma, gemma2, gemma3_text, llama, mistral, phi3, qwen2, qwen3, smollm3" in result.output
 
 
 @pytest.mark.parametrize("flags", [["--quant", "q4_k_m"], ["--quant", "f16", "--verify"]])
@@ -470,30 +500,85 @@ LLAMA2 = (
 
 def test_chat_template_translation() -> None:
     tokens = {"bos_token": "<s>", "eos_token": "</s>"}
-    chatml = chat_template.read_turn_format(CHATML, tokens, "chatml")
-    assert chatml.begin == "" and chatml.has_system
-    assert chatml.wrappers["user"] == ("<|im_start|>user\n", "<|im_end|>\n")
+    chatml = chat_template.read_chat_format(CHATML, tokens)
+    assert chatml.head == "" and chatml.has_system and chatml.default_system is None
+    assert chatml.user == ("<|im_start|>user\n", "<|im_end|>\n")
     assert chatml.generation_prompt == "<|im_start|>assistant\n"
     assert chat_template.stop_strings(chatml, {IM_START, IM_END}, None) == [IM_START, IM_END]
 
     specials = {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<s>"}
-    llama3 = chat_template.read_turn_format(LLAMA3, tokens, "llama3")
-    assert llama3.begin == "<s>" and llama3.wrappers["system"][1] == "<|eot_id|>"
+    llama3 = chat_template.read_chat_format(LLAMA3, tokens)
+    assert llama3.head == "<s>" and llama3.wrappers["system"][1] == "<|eot_id|>"
     assert chat_template.stop_strings(llama3, specials, "<s>") == [
         "<|start_header_id|>",
         "<|end_header_id|>",
         "<|eot_id|>",
     ]
     assert chat_template.end_of_turn_token(llama3, specials) == "<|eot_id|>"
-    assert chat_template.go_template(llama3, drop_begin=True).startswith("{{ if .System }}<|start_header_id|>system")
-    assert chat_template.go_template(llama3, drop_begin=False).startswith("<s>{{ if .System }}")
+    assert chat_template.go_template(llama3, drop_head=True).startswith("{{ if .System }}<|start_header_id|>system")
+    assert chat_template.go_template(llama3, drop_head=False).startswith("<s>{{ if .System }}")
 
-    gemma = chat_template.read_turn_format(GEMMA, tokens, "gemma")
-    assert not gemma.has_system and gemma.wrappers["assistant"] == ("<start_of_turn>model\n", "<end_of_turn>\n")
-    assert "{{ if .System }}" not in chat_template.go_template(gemma, drop_begin=True)
+    gemma = chat_template.read_chat_format(GEMMA, tokens)
+    assert not gemma.has_system and gemma.assistant == ("<start_of_turn>model\n", "<end_of_turn>\n")
+    assert ".System" not in chat_template.go_template(gemma, drop_head=True)
 
-    with pytest.raises(Exception, match="does not wrap each message on its own"):
-        chat_template.read_turn_format(LLAMA2, tokens, "llama2")
+    # Llama 2: the system text inside the first user turn, placed there by a .Messages template.
+    llama2 = chat_template.read_chat_format(LLAMA2, tokens)
+    assert llama2.system is not None and llama2.system.where == "first user turn"
+    assert (llama2.system.prefix, llama2.system.suffix) == ("<<SYS>>\n", "\n<</SYS>>\n\n")
+    messages = [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Bye"},
+    ]
+    assert chat_template.render_like_ollama(llama2, messages, None) == (
+        "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi [/INST] Hello </s>[INST] Bye [/INST]"
+    )
+
+    with pytest.raises(chat_template.NotTranslatable, match="fails on a plain"):
+        chat_template.read_chat_format("{{ raise_exception('tools only') }}", tokens)
+
+
+DEFAULT_SYSTEM_CHATML = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a tiny helper.<|im_end|>\n' }}{% endif %}"
+    + CHATML
+)
+
+
+def test_default_system_message_becomes_the_system_line(llama_bpe_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(llama_bpe_dir, model_dir)
+    config_file = model_dir / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["chat_template"] = DEFAULT_SYSTEM_CHATML
+    config_file.write_text(json.dumps(config))
+    (model_dir / "chat_template.jinja").unlink(missing_ok=True)
+    export(model_dir, "--gguf", "--quant", "f16", "--output", tmp_path / "out" / "m.gguf")
+    modelfile = (tmp_path / "out" / "Modelfile").read_text()
+    assert 'SYSTEM """You are a tiny helper."""\n' in modelfile
+    assert "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ else }}" in modelfile
+
+
+def test_untranslatable_template_still_writes_the_gguf(llama_bpe_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(llama_bpe_dir, model_dir)
+    config_file = model_dir / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    # A template that writes every message twice: no per-turn wrappers exist.
+    config["chat_template"] = "{% for m in messages %}{{ m['content'] }}|{{ m['content'] }}\n{% endfor %}"
+    config_file.write_text(json.dumps(config))
+    (model_dir / "chat_template.jinja").unlink(missing_ok=True)
+    gguf_path = tmp_path / "out" / "m.gguf"
+    result = runner.invoke(
+        app, ["export", str(model_dir), "--gguf", "--quant", "f16", "-o", str(gguf_path), "--verify"]
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "has no Ollama translation" in warnings[0] and "appears 2 times" in warnings[0]
+    assert "verify passed" in result.output
+    modelfile = (tmp_path / "out" / "Modelfile").read_text()
+    assert "FROM ./m.gguf\n" in modelfile and "TEMPLATE" not in modelfile
 
 
 def test_cli_import_stays_light() -> None:

@@ -84,3 +84,21 @@ def test_there_are_enough_cases() -> None:
 @pytest.mark.parametrize("bad", CASES)
 def test_bad_input(bad: Case, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check_refused(bad, tmp_path, tiny_model_dir, monkeypatch)
+
+
+def test_pre_tokenizer_families_and_an_unknown_split_rule() -> None:
+    from discopop_cli.core.errors import UserError
+    from discopop_cli.export import vocab
+
+    def tokenizer_json(*rules: str) -> dict:
+        splits = [{"type": "Split", "pattern": {"Regex": rule}, "behavior": "Isolated"} for rule in rules]
+        byte_level = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}
+        return {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [*splits, byte_level]}}
+
+    assert vocab.detect_pre_tokenizer(tokenizer_json(vocab._QWEN35_SPLIT), "m") == "qwen35"
+    assert vocab.detect_pre_tokenizer(tokenizer_json(*vocab._DEEPSEEK3_SPLITS), "m") == "deepseek-v3"
+    assert vocab.detect_pre_tokenizer(tokenizer_json(vocab._LLAMA3_SPLIT), "m") == "llama-bpe"
+    with pytest.raises(UserError) as refused:
+        vocab.detect_pre_tokenizer(tokenizer_json(r"\p{L}+|\d"), "m")
+    message = str(refused.value)
+    assert "\n" not in message and r"(\p{L}+|\d)" in message and "not one the exporter maps" in message

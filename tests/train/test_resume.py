@@ -134,7 +134,10 @@ NONFINITE_LOSSES = """
 import torch
 import torch.nn.functional as F
 
+# Call 1 is the contract check `align` makes on a test batch before the model loads (losses/user.py), and both
+# losses pass it; training's calls come after.
 CALLS = []
+INF_CALLS = []
 
 
 def _x(pc, pr, rc, rr, beta):
@@ -146,13 +149,28 @@ def nan_loss_from_fifth_step(policy_chosen_logps, policy_rejected_logps, referen
     CALLS.append(1)
     x = _x(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)
     loss = -F.logsigmoid(x)
-    return loss * float("nan") if len(CALLS) >= 5 else loss
+    return loss * float("nan") if len(CALLS) >= 6 else loss
 
 
 def inf_gradient_from_first_step(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
                                  reference_rejected_logps, *, beta):
+    INF_CALLS.append(1)
     x = _x(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)
+    if len(INF_CALLS) == 1:
+        return -F.logsigmoid(x)
     return -F.logsigmoid(x) + torch.sqrt(x - x.detach())  # value finite (+0), d sqrt(0) = inf
+
+
+RAISE_CALLS = []
+
+
+def raises_in_training(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                       reference_rejected_logps, *, beta):
+    RAISE_CALLS.append(1)
+    if len(RAISE_CALLS) > 1:
+        raise RuntimeError("shapes drifted")
+    return -F.logsigmoid(_x(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                            reference_rejected_logps, beta))
 """
 
 
@@ -205,6 +223,24 @@ def test_infinite_gradient_with_a_finite_loss_stops_the_run(
     assert "is as it was before --force" in message
     assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]
     assert not [p.name for p in tmp_path.iterdir() if ".replaced-" in p.name]
+
+
+def test_a_loss_raising_during_training_is_one_line_and_writes_no_model(
+    tmp_path: Path, tiny_model_dir: Path, small_preferences: Path, nonfinite_module: str
+) -> None:
+    """A loss that passes the plan-time check and raises later stops the run with one line naming it, exit 1."""
+    recipe = write_recipe(
+        tmp_path, tiny_model_dir, small_preferences, loss_type=f"{nonfinite_module}:raises_in_training"
+    )
+    result = runner.invoke(app, ["align", str(recipe)])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert (
+        f"error: loss `{nonfinite_module}:raises_in_training` raised RuntimeError: shapes drifted at step 1 (it passed "
+        "the check on a test batch before training); fix the function (--debug shows the traceback)"
+    ) in message
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,72 @@
+"""`DIR/archive.jsonl`: one JSON line per candidate, scored or refused, only ever appended to.
+
+Each line is written whole and flushed to disk before the next candidate starts, so an interrupted run leaves
+every finished candidate on record and `--resume` starts after the last one. A line cut short by a crash while it
+was being written is skipped when read (and said so), never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from discopop_cli.core.console import warn
+from discopop_cli.core.errors import UserError
+
+ARCHIVE = "archive.jsonl"
+SETTINGS = "discover.json"
+
+
+def read(folder: Path) -> list[dict[str, Any]]:
+    path = folder / ARCHIVE
+    if not path.is_file():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            warn(f"{path}: line {number} is not complete JSON (an interrupted write?); skipped")
+            continue
+        if isinstance(entry, dict) and "id" in entry:
+            entries.append(entry)
+    return entries
+
+
+def append(folder: Path, entry: dict[str, Any]) -> None:
+    path = folder / ARCHIVE
+    line = json.dumps(entry, ensure_ascii=False, sort_keys=False)
+    with path.open("ab") as handle:
+        if handle.tell() and not _ends_with_newline(path):
+            handle.write(b"\n")  # after a cut-short line: start a fresh one rather than glue onto it
+        handle.write(line.encode("utf-8") + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def require_archive(folder: Path) -> list[dict[str, Any]]:
+    """The entries of an existing discovery folder, for `report` and `export`."""
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass the --out folder of a `discopop discover` run")
+    if not (folder / ARCHIVE).is_file():
+        raise UserError(f"{folder} has no {ARCHIVE}; pass the --out folder of a `discopop discover` run")
+    return read(folder)
+
+
+def best(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scored entries, best first: fitness, then reward margin, then the earlier generation."""
+    scored = [e for e in entries if e.get("status") == "scored" and e.get("fitness") is not None]
+    return sorted(
+        scored,
+        key=lambda e: (-float(e["fitness"]), -float(e.get("metrics", {}).get("reward_margin") or 0.0), e["generation"]),
+    )

@@ -1,0 +1,184 @@
+"""`discopop eval judge` refuses bad input with one line naming the fix, exit code 2, and nothing written; its
+`--help` loads none of the heavy libraries."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bad_input import DIR, case, check_case_ids, check_refused
+
+GGUF_HEADER = b"GGUF\x03\x00\x00\x00" + b"\x00" * 16
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the probe is closed
+
+
+JUDGE = "openai:judge@http://127.0.0.1:9/v1"  # never reached: every case below fails before any contact
+PROMPTS = "".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(3))
+
+
+def files(**extra: Any) -> dict[str, Any]:
+    """Two models a check passes (a folder with a config, a file with a GGUF header), prompts, nothing else."""
+    return {"a/config.json": "{}", "b.gguf": GGUF_HEADER, "prompts.jsonl": PROMPTS, **extra}
+
+
+def judge(*args: str, models: str = "{tmp}/a,{tmp}/b.gguf", judge_spec: str = JUDGE) -> list[str]:
+    base = ["eval", "judge", "--models", models, "--judge", judge_spec, "--prompts", "{tmp}/prompts.jsonl"]
+    return [*base, "-o", "{tmp}/run", *args]
+
+
+CASES = [
+    case("judge-one-model", judge(models="{tmp}/a"), files(), 2, "give at least two, comma-separated"),
+    case("judge-missing-model", judge(models="{tmp}/a,{tmp}/nope"), files(), 2, "{tmp}/nope does not exist"),
+    case("judge-folder-no-config", judge(models="{tmp}/a,{tmp}/c"), files(c=DIR), 2, "{tmp}/c has no config.json"),
+    case(
+        "judge-not-gguf",
+        judge(models="{tmp}/a,{tmp}/x.bin"),
+        files(**{"x.bin": b"\x80\x02}q"}),
+        2,
+        "{tmp}/x.bin is not a GGUF file",
+    ),
+    case("judge-same-model-twice", judge(models="{tmp}/a,{tmp}/a"), files(), 2, "--models lists {tmp}/a twice"),
+    case(
+        "judge-prompts-missing",
+        [*judge()[:6], "--prompts", "{tmp}/none.jsonl", "-o", "{tmp}/run"],
+        files(),
+        2,
+        "--prompts {tmp}/none.jsonl: no such file",
+    ),
+    case(
+        "judge-prompts-not-json",
+        judge(),
+        files(**{"prompts.jsonl": '{"prompt": "ok"}\nnot json\n'}),
+        2,
+        "prompts.jsonl:2 is not valid JSON",
+    ),
+    case(
+        "judge-prompts-no-field",
+        judge(),
+        files(**{"prompts.jsonl": '{"question": "hi"}\n'}),
+        2,
+        "prompts.jsonl:1 has no text 'prompt' field",
+    ),
+    case("judge-prompts-empty", judge(), files(**{"prompts.jsonl": "\n"}), 2, "has no rows"),
+    case(
+        "judge-prompts-duplicate-id",
+        judge(),
+        files(**{"prompts.jsonl": '{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n'}),
+        2,
+        "the id '1' appears twice",
+    ),
+    case("judge-bad-spec", judge(judge_spec="gpt-4"), files(), 2, "use openai:MODEL@http://HOST:PORT/v1 or gguf:"),
+    case(
+        "judge-gguf-missing", judge(judge_spec="gguf:{tmp}/judge.gguf"), files(), 2, "{tmp}/judge.gguf does not exist"
+    ),
+    case("judge-bad-mode", judge("--mode", "elo"), files(), 2, "--mode 'elo': use pairwise or single"),
+    case("judge-bad-format", judge("--judge-format", "xml"), files(), 2, "--judge-format 'xml': use text or json"),
+    case("judge-reference-unknown", judge("--reference", "zzz"), files(), 2, "--reference 'zzz' is not among --models"),
+    case(
+        "judge-reference-single",
+        judge("--mode", "single", "--reference", "a"),
+        files(),
+        2,
+        "applies to --mode pairwise",
+    ),
+    case("judge-bad-top-p", judge("--top-p", "1.5"), files(), 2, "--top-p 1.5: must be above 0 and at most 1"),
+    case("judge-bad-temperature", judge("--temperature", "-1"), files(), 2, "--temperature -1.0: must be 0"),
+    case("judge-bad-retries", judge("--retries", "-1"), files(), 2, "--retries must be 0 or more"),
+    case("judge-plot-not-png", judge("--plot", "{tmp}/chart.jpg"), files(), 2, "the file must end in .png"),
+    case(
+        "judge-plot-exists",
+        judge("--plot", "{tmp}/c.png"),
+        files(**{"c.png": b"x"}),
+        2,
+        "c.png already exists; pass --force",
+    ),
+    case(
+        "judge-key-unset",
+        judge("--api-key-env", "NO_SUCH_KEY_VAR"),
+        files(),
+        2,
+        "NO_SUCH_KEY_VAR: that variable is not set",
+    ),
+    case(
+        "judge-output-busy",
+        judge(),
+        files(**{"run/settings.json": "{}"}),
+        2,
+        "already holds a run; pass --resume to continue it, --force to start again",
+    ),
+    case("judge-resume-nothing", judge("--resume"), files(), 2, "--resume: {tmp}/run holds no earlier run"),
+    case("judge-resume-and-force", judge("--resume", "--force"), files(), 2, "--resume and --force contradict"),
+    case(
+        "judge-resume-not-a-run",
+        judge("--resume"),
+        files(**{"run/notes.txt": "mine"}),
+        2,
+        "has no settings.json, so it is not a judge run",
+    ),
+    case("judge-output-is-file", judge(), files(run="a file"), 2, "output directory {tmp}/run is a file"),
+]
+
+
+def test_the_cases_cover_the_command() -> None:
+    check_case_ids(CASES, ("judge",), at_least=20)
+
+
+@pytest.mark.parametrize("bad", CASES)
+def test_bad_input_is_refused(bad: Any, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    check_refused(bad, tmp_path, tiny_model_dir, monkeypatch)
+
+
+def test_an_unreachable_judge_is_reported_before_any_answer(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = f"openai:judge@http://127.0.0.1:{closed_port()}/v1"
+    bad = case("judge-unreachable", judge(judge_spec=spec), files(), 2, "cannot be reached").values[0]
+    check_refused(bad, tmp_path, tiny_model_dir, monkeypatch)
+
+
+def test_a_resume_with_other_sampling_is_refused(tmp_path: Path) -> None:
+    from bad_input import runner, snapshot
+
+    from discopop_cli.cli import app
+    from discopop_cli.eval.judge.answers import Sampling
+    from discopop_cli.eval.judge.prompts import load_prompts, prompts_digest
+
+    tmp = tmp_path / "work"
+    for name, content in files().items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    settings = {
+        "prompts": prompts_digest(load_prompts(str(tmp / "prompts.jsonl"))),
+        "sampling": Sampling(temperature=0.0).as_dict(),  # the earlier run was greedy; this one samples
+        "models": {"a": str((tmp / "a").resolve()), "b": str((tmp / "b.gguf").resolve())},
+    }
+    (tmp / "run").mkdir()
+    (tmp / "run" / "settings.json").write_text(json.dumps(settings))
+    before = snapshot(tmp)
+    result = runner.invoke(app, [arg.replace("{tmp}", str(tmp)) for arg in judge("--resume")])
+    assert result.exit_code == 2, result.output
+    assert "--resume: sampling differ from the run in" in " ".join(result.output.split())
+    assert snapshot(tmp) == before
+
+
+def test_help_loads_no_heavy_library() -> None:
+    probe = (
+        "import sys\nfrom discopop_cli.cli import app\n"
+        "try:\n    app(['eval', 'judge', '--help'], prog_name='discopop')\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'transformers', 'numpy', 'llama_cpp', 'matplotlib', 'urllib.request')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert "--judge" in run.stdout and "--resume" in run.stdout

