@@ -1,8 +1,12 @@
-"""The preference set of `make demo-real`: concise answers preferred over rambling ones.
+"""The preference set of `make demo-real`: concise answers preferred over rambling, repetitive ones.
 
 Every pair has one user question and two answers carrying the same correct fact: `chosen` states it in one
-sentence, `rejected` buries it between filler ("Well, that is a really interesting question..."). The preference is
-clear and learnable from a few hundred pairs, and a held-out split tests that it generalises to new questions.
+sentence; `rejected` rambles, saying it again and again ("The capital of Poland is Warsaw. The capital of Poland is
+Warsaw. ..."). The preference is clear and learnable from a few hundred pairs, and a held-out split tests that it
+generalises to new questions. Repetition is the rambling chosen here because a base model finds it easy: per token,
+SmolLM2-135M-Instruct rates the repeated answer above the concise one on most pairs (the length-normalised
+accuracy has room to rise), where rambling filler ("Well, that is a really interesting question...") it already
+rates below the concise answer on 98% of pairs.
 The rows are generated here, deterministically, and shipped as `recipes/data/concise-preferences.jsonl`:
 
     python -m discopop_cli.demo.concise [OUT.jsonl]   # rewrites the shipped file (default) or OUT.jsonl
@@ -18,6 +22,7 @@ from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parents[2] / "recipes/data/concise-preferences.jsonl"
 SEED = 15
+REPEATS = 6
 
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
@@ -59,37 +64,6 @@ OPPOSITES = {
     "strong": "weak", "high": "low", "thick": "thin", "clean": "dirty", "cheap": "expensive", "push": "pull",
 }  # fmt: skip
 
-INTROS = [
-    "Well, that is a really interesting question, and I am so glad that you asked it, because there is honestly quite "
-    "a lot that one could say about it before getting to the point.",
-    "Oh, what a great question! Let me take a moment to think about it very carefully, because I want to make "
-    "absolutely sure that I give you a complete and thorough answer.",
-    "Thank you so much for asking me this. It is the kind of question that people have wondered about for a long "
-    "time, and I think it deserves a proper, careful and detailed explanation.",
-    "Hmm, okay, so, this is something that I find genuinely fascinating, and before I answer I would like to say a "
-    "few words about why it is such a wonderful thing to be curious about.",
-    "Great question! You know, a lot of people ask me about this, and I always enjoy it, because it gives me the "
-    "chance to talk about it at some length, which I really love doing.",
-    "Let me start by saying that there are many different ways to look at this, and I want to walk you through my "
-    "thinking step by step so that nothing important gets left out along the way.",
-]
-BRIDGES = [
-    "So, after all of that, and to put it as simply as I possibly can:",
-    "Anyway, getting back to what you actually asked, the answer is this:",
-    "Now, with all of that said, here is the thing that you wanted to know:",
-    "So, to finally get to the heart of the matter:",
-]
-OUTROS = [
-    "I really hope that this long explanation was helpful to you, and please do let me know if you would like me to "
-    "go over any part of it again in even more detail.",
-    "Of course, there is always more that could be said, and I would be more than happy to keep talking about it for "
-    "as long as you like, so just ask me anything else.",
-    "Anyway, that is more or less everything I wanted to say about it for now, although I could probably go on about "
-    "it for quite a while longer if you were interested.",
-    "I know that was a rather long way of getting there, but I think it is important to be thorough, and I hope you "
-    "enjoyed reading it as much as I enjoyed writing it.",
-]
-
 
 def _questions(rng: random.Random) -> Iterator[tuple[str, str]]:
     """(question, one-sentence answer) for every fact above, then arithmetic to a few hundred in all."""
@@ -119,7 +93,7 @@ def pairs(seed: int = SEED) -> list[dict[str, list[dict[str, str]]]]:
     rng = random.Random(seed)
     rows = []
     for question, answer in _questions(rng):
-        rambling = " ".join([rng.choice(INTROS), rng.choice(BRIDGES), answer, rng.choice(OUTROS)])
+        rambling = " ".join([answer] * REPEATS)
         user = {"role": "user", "content": question}
         rows.append(
             {
