@@ -70,7 +70,7 @@ demo-real: install
 	$(VENV)/bin/discopop merge outputs/smollm2-concise-lora --output outputs/smollm2-concise --force
 	$(VENV)/bin/discopop eval prefs $(SMOLLM2) outputs/smollm2-concise --recipe recipes/smollm2-concise.yaml
 	$(VENV)/bin/discopop export outputs/smollm2-concise --gguf --force
-	$(PY) -m discopop_cli.export.chat_turn outputs/smollm2-concise-gguf/smollm2-concise-Q4_K_M.gguf
+	$(PY) -m discopop_cli.export.chat_turn outputs/smollm2-concise-gguf/smollm2-concise-Q4_K_M.gguf "What colour is the sky on a clear day?"
 
 # Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,
 # also written to bench/RESULTS.md. Not part of `test`; about 10 minutes on 2 cores. `make bench BENCH_ARGS=--quick`
