@@ -19,6 +19,7 @@ from typing import Any
 from discopop_cli.core.errors import UserError
 from discopop_cli.data.checks import check_local_spec
 from discopop_cli.data.sources import DatasetSpec, DataSpec
+from discopop_cli.train.injection import truncated_prompt
 
 PAIR_COLUMNS = ["chosen", "rejected"]
 
@@ -157,11 +158,6 @@ def tokenize_pairs(rows: Any, tokenizer: Any, *, max_length: int | None, max_pro
 
 
 def _truncate_prompt(example: dict, limit: int, max_length: int | None, bos: int | None) -> dict:
-    """The recipe's `max_prompt_length`, as `discopop align` applies it (train/injection.truncate_prompts)."""
-    prompt = example["prompt_ids"]
-    longest = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
-    too_long = len(prompt) + longest > max_length if max_length is not None else True
-    if too_long and len(prompt) > limit:
-        keep_bos = bos is not None and prompt[0] == bos
-        prompt = [bos, *prompt[-(limit - 1) :]] if keep_bos else prompt[-limit:]
-    return {**example, "prompt_ids": prompt}
+    """The recipe's `max_prompt_length`, cut as `discopop align` cuts it."""
+    cut = truncated_prompt(example, limit, max_length, bos)
+    return example if cut is None else {**example, "prompt_ids": cut}

@@ -146,20 +146,25 @@ class _ForwardRecorder:
         return outputs
 
 
+def truncated_prompt(example: dict[str, Any], limit: int, max_length: int | None, bos: int | None) -> list[int] | None:
+    """The prompt ids of one tokenized pair cut to their last `limit` tokens (keeping a leading BOS) when the pair
+    is too long, as TRL did before 0.20; None when the prompt stays as it is. `eval prefs` cuts the same way."""
+    prompt = example["prompt_ids"]
+    longest = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
+    too_long = len(prompt) + longest > max_length if max_length is not None else True
+    if not (too_long and len(prompt) > limit):
+        return None
+    # Keep the end of the prompt (the question), and its BOS if it had one.
+    keep_bos = bos is not None and prompt[0] == bos
+    return [bos, *prompt[-(limit - 1) :]] if keep_bos else prompt[-limit:]
+
+
 def truncate_prompts(dataset: Any, limit: int, max_length: int | None, bos: int | None) -> tuple[Any, int]:
-    """Cut prompts that make a pair too long to their last `limit` tokens (keeping a leading BOS), as TRL did
-    before 0.20; return the dataset and how many prompts were cut."""
+    """`truncated_prompt` over a dataset; return the dataset and how many prompts were cut."""
 
     def truncate(example: dict[str, Any]) -> dict[str, Any]:
-        prompt = example["prompt_ids"]
-        longest = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
-        too_long = len(prompt) + longest > max_length if max_length is not None else True
-        if too_long and len(prompt) > limit:
-            # Keep the end of the prompt (the question), and its BOS if it had one.
-            keep_bos = bos is not None and prompt[0] == bos
-            prompt = [bos, *prompt[-(limit - 1) :]] if keep_bos else prompt[-limit:]
-            return {"prompt_ids": prompt, "prompt_truncated": True}
-        return {"prompt_ids": prompt, "prompt_truncated": False}
+        cut = truncated_prompt(example, limit, max_length, bos)
+        return {"prompt_ids": example["prompt_ids"] if cut is None else cut, "prompt_truncated": cut is not None}
 
     dataset = dataset.map(truncate, desc=f"Truncating prompts to {limit} tokens")
     truncated = sum(dataset["prompt_truncated"])

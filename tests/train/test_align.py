@@ -292,3 +292,14 @@ def test_unsupported_trl_is_refused_with_the_range(monkeypatch) -> None:
     monkeypatch.setattr(trl, "__version__", "1.15.2")
     with pytest.raises(UserError, match=r"TRL 1.15.2 is installed .* supports trl>=1.16,<1.17"):
         check_trl()
+
+
+def test_a_long_prompt_keeps_its_bos_and_its_last_tokens() -> None:
+    """The cut `align` applies (and `eval prefs` reuses): only when the pair is too long, from the front."""
+    from discopop_cli.train.injection import truncated_prompt
+
+    pair = {"prompt_ids": [1, 5, 6, 7, 8], "chosen_ids": [9, 9, 9], "rejected_ids": [9]}
+    assert truncated_prompt(pair, limit=3, max_length=6, bos=1) == [1, 7, 8]
+    assert truncated_prompt(pair, limit=3, max_length=6, bos=None) == [6, 7, 8]
+    assert truncated_prompt(pair, limit=3, max_length=8, bos=1) is None  # 5 + 3 tokens fit in 8
+    assert truncated_prompt(pair, limit=5, max_length=6, bos=1) is None  # already within the limit
