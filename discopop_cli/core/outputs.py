@@ -58,6 +58,18 @@ def promote(staging: Path, destination: Path) -> None:
 
 
 @contextlib.contextmanager
+def staged_dir(destination: Path) -> Iterator[Path]:
+    """A fresh folder beside `destination` to write into; moved into place when the block completes, removed if not."""
+    staging = staging_dir(destination)
+    try:
+        yield staging
+        promote(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def staged_file(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to; renamed onto `path` when the block completes, removed if not."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
@@ -59,18 +58,13 @@ def convert(gguf: Path, out_dir: Path) -> Path:
 
 def build_into(out_dir: Path, *, force: bool = False) -> Path:
     """Convert the shipped GGUF beside `out_dir` and rename the folder into place once complete."""
-    from discopop_cli.core.outputs import check_destination, promote, staging_dir
+    from discopop_cli.core.outputs import check_destination, staged_dir
 
     gguf = shipped_gguf()
     out_dir = Path(out_dir).absolute()
     check_destination(out_dir, force=force, what="model directory")
-    staging = staging_dir(out_dir)
-    try:
+    with staged_dir(out_dir) as staging:
         convert(gguf, staging)
-        promote(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

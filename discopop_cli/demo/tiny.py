@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import io
 import json
-import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -255,17 +254,12 @@ def build_tiny_model(
 
 def build_into(out_dir: Path, *, force: bool = False, seed: int = 0) -> Path:
     """Build the tiny model beside `out_dir` and rename it into place once complete."""
-    from discopop_cli.core.outputs import check_destination, promote, staging_dir
+    from discopop_cli.core.outputs import check_destination, staged_dir
 
     out_dir = Path(out_dir).absolute()
     check_destination(out_dir, force=force, what="tiny model directory")
-    staging = staging_dir(out_dir)
-    try:
+    with staged_dir(out_dir) as staging:
         build_tiny_model(staging, seed=seed)
-        promote(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

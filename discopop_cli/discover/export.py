@@ -14,7 +14,7 @@ from typing import Any
 
 from discopop_cli.core.console import out
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.outputs import check_destination, promote, staging_dir
+from discopop_cli.core.outputs import check_destination, staged_dir
 from discopop_cli.discover import archive, fitness
 from discopop_cli.discover.candidate import formula
 from discopop_cli.losses.registry import PLUGIN_GROUP
@@ -28,15 +28,8 @@ def run_export(folder: Path, *, name: str, candidate_id: str | None, output: Pat
     entry = _pick(entries, candidate_id)
     destination = output or folder / f"plugin-{name}"
     check_destination(destination, force=force, what="plugin folder")
-    staging = staging_dir(destination)
-    try:
+    with staged_dir(destination) as staging:
         _write_package(staging, name, entry, folder)
-        promote(staging, destination)
-    finally:
-        if staging.exists():
-            import shutil
-
-            shutil.rmtree(staging)
     out.print(
         f"[green]exported:[/] {entry['id']} (fitness {entry['fitness']:.4f}) as loss `{name}` -> {destination}",
         highlight=False,

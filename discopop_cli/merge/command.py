@@ -59,7 +59,7 @@ def run_merge(
     force: bool,
     max_shard_size: str = DEFAULT_MAX_SHARD_SIZE,
 ) -> None:
-    from discopop_cli.core.outputs import check_destination, promote, staging_dir
+    from discopop_cli.core.outputs import check_destination, staged_dir
     from discopop_cli.merge.card import render_merge_card
     from discopop_cli.merge.inputs import read_adapter, read_base
     from discopop_cli.merge.plan import build_plan
@@ -82,8 +82,7 @@ def run_merge(
     config = _merged_config(checkpoint.config, plan.config_updates)
     tokenizer_files = _tokenizer_files(adapter.folder, base_dir, _vocab_rows(config), base_name)
 
-    staging = staging_dir(output)
-    try:
+    with staged_dir(output) as staging:
         files, total_bytes = _write_weights(plan, checkpoint, staging, max_shard_bytes)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _copy_companions(staging, adapter.folder, base_dir, tokenizer_files)
@@ -97,10 +96,6 @@ def run_merge(
             model_type=str(config.get("model_type", "")),
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    promote(staging, output)
     if not any(name in tokenizer_files for name in ("chat_template.jinja", "chat_template.json")) and not _has_template(
         output
     ):
