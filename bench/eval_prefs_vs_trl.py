@@ -20,15 +20,10 @@ from pathlib import Path
 
 from measure import PYTHON, ROOT, VENV_BIN, Row, Sample, Settings, alternate, measure, med_seconds
 
+from discopop_cli.eval.prefs import TRL_METRICS
+
 BETA = 0.1
-METRICS = [
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/accuracies",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-]
+METRICS = TRL_METRICS  # the names both sides report
 
 
 @dataclass
