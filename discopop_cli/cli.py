@@ -21,20 +21,39 @@ if TYPE_CHECKING:
 
 
 class _Group(TyperGroup):
-    """Turns a UserError into one red line on stderr and exit code 2; `--debug` shows the traceback."""
+    """Turns a UserError into one red line on stderr and its exit code (2, or 1 for a failed run), a full disk into
+    one line too, and Ctrl-C into exit 130; `--debug` shows the traceback."""
 
     def invoke(self, ctx: Any) -> Any:
+        from discopop_cli.core import faults
+
         try:
             return super().invoke(ctx)
         except UserError as exc:
             if _debug:
                 raise
-            from rich.markup import escape
-
-            from discopop_cli.core.console import err
-
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            _error_line(str(exc))
             raise typer.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            if _debug:
+                raise
+            _error_line("interrupted by Ctrl-C (SIGINT)")
+            raise typer.Exit(code=faults.INTERRUPTED_EXIT) from None
+        except OSError as exc:
+            if _debug or not faults.is_disk_full(exc):
+                raise
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            _error_line(f"the disk is full{where}; free some space or choose another output path")
+            raise typer.Exit(code=1) from None
+
+
+def _error_line(message: str) -> None:
+    from rich.markup import escape
+
+    from discopop_cli.core.console import err
+    from discopop_cli.core.faults import one_line
+
+    err.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
@@ -544,7 +563,10 @@ def eval_tasks(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # before a command started (while parsing or importing): nothing to clean up
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

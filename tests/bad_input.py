@@ -54,11 +54,13 @@ def recipe(data: str, **changes: Any) -> str:
     return yaml.safe_dump({k: v for k, v in body.items() if v is not None}, sort_keys=False)
 
 
-# A model folder that passes the checks made before loading, and that a load would fail on (empty weights, no
+# A safetensors file holding no tensor: its header is sound, so the checks made before loading pass it.
+EMPTY_SAFETENSORS = (8).to_bytes(8, "little") + b"{}      "
+# A model folder that passes the checks made before loading, and that a load would fail on (no tensors, no
 # tokenizer): a case that got as far as loading would fail with another message.
-UNLOADABLE_MODEL = {"model/config.json": "{}", "model/model.safetensors": b""}
+UNLOADABLE_MODEL = {"model/config.json": "{}", "model/model.safetensors": EMPTY_SAFETENSORS}
 PICKLED_MODEL = {"model/model.safetensors": None, "model/pytorch_model.bin": b"\x80\x02}q\x00."}
-# The tiny model with its weights file cut short: found by the early checks, refused by the load itself.
+# The tiny model with its weights file cut short: refused by the header check made before loading.
 DAMAGED_MODEL = {"model": "@tiny", "model/model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{"}
 
 

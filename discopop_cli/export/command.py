@@ -7,7 +7,7 @@ its destination and renamed when complete, so an interrupted export never leaves
 
 from __future__ import annotations
 
-import os
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -16,8 +16,10 @@ from typing import Any
 
 from discopop_cli.core.console import notice, out, warn
 from discopop_cli.core.errors import UserError
+from discopop_cli.core.faults import disk_space
 from discopop_cli.core.json_files import read_json
-from discopop_cli.core.outputs import staged_file
+from discopop_cli.core.locks import output_lock
+from discopop_cli.core.outputs import check_apart, staged_file, staging_name
 from discopop_cli.export import chat_template, modelfile
 from discopop_cli.export.architectures import architecture_of
 from discopop_cli.export.quants import QuantType, quant_type, require_llama_cpp
@@ -233,29 +235,40 @@ def run_export(
     vocabulary = load_vocabulary(model_dir, config, gemma=gemma)
     _check_phi3_name(model_name, vocabulary)
     gguf_path = _resolve_output(output, model_dir, model_name, quant_spec)
+    check_apart(gguf_path, [("model", model_dir)], "--output")
     companions = _companions(model_dir, gguf_path, vocabulary, model_name=model_name, gemma=gemma, system=system)
     _check_destinations(gguf_path, companions, force)
     sources = read_safetensors(model_dir)
     planned = convert.plan(arch, config, sources, quant_spec)
+    # The GGUF's size as planned (metadata aside), and the intermediate beside it while llama.cpp quantizes.
+    needed = sum(tensor.nbytes() for tensor in planned)
+    if quant_spec.needs_llama_cpp:
+        needed += sum(math.prod(t.shape) * (4 if t.source.dtype == "F32" else 2) for t in planned)
 
-    intermediate = gguf_path.with_name(f".{gguf_path.name}.intermediate-{os.getpid()}")
+    intermediate = staging_name(gguf_path, "intermediate")
     common = {"arch": arch, "config": config, "vocabulary": vocabulary, "model_name": model_name, "gemma": gemma}
-    try:
-        with staged_file(gguf_path) as partial, ExportProgress(quantizing=quant_spec.needs_llama_cpp) as progress:
-            if quant_spec.needs_llama_cpp:
-                file_type = convert.intermediate_file_type(planned)
-                convert.write_gguf(
-                    intermediate, planned=planned, file_type=file_type, advance=progress.advance, **common
-                )
-                convert.quantize_with_llama_cpp(intermediate, partial, quant_spec, progress.advance)
-            else:
-                convert.write_gguf(
-                    partial, planned=planned, file_type=quant_spec.file_type, advance=progress.advance, **common
-                )
-    finally:
-        intermediate.unlink(missing_ok=True)
-    for companion in companions:
-        _write_text(companion.path, companion.text)
+    # One export at a time into a folder: every export there writes its Modelfile.
+    with (
+        output_lock(gguf_path.parent / "Modelfile", "export", whole_folder=True),
+        disk_space(gguf_path.parent, needed, "the GGUF"),
+    ):
+        _check_destinations(gguf_path, companions, force)  # again, holding the lock
+        try:
+            with staged_file(gguf_path) as partial, ExportProgress(quantizing=quant_spec.needs_llama_cpp) as progress:
+                if quant_spec.needs_llama_cpp:
+                    file_type = convert.intermediate_file_type(planned)
+                    convert.write_gguf(
+                        intermediate, planned=planned, file_type=file_type, advance=progress.advance, **common
+                    )
+                    convert.quantize_with_llama_cpp(intermediate, partial, quant_spec, progress.advance)
+                else:
+                    convert.write_gguf(
+                        partial, planned=planned, file_type=quant_spec.file_type, advance=progress.advance, **common
+                    )
+        finally:
+            intermediate.unlink(missing_ok=True)
+        for companion in companions:
+            _write_text(companion.path, companion.text)
 
     seconds = time.perf_counter() - started
     size = _human_size(gguf_path.stat().st_size)

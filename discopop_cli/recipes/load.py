@@ -194,6 +194,10 @@ def _check_model_folder(source: str, value: Any, training: dict[str, Any]) -> No
             f"{source}: model_name_or_path {value} has no config.json; point it at a saved transformers model folder"
         )
     if any(folder.glob("*.safetensors")):
+        from discopop_cli.core.weights import read_folder
+
+        adapter = (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
+        read_folder(folder, "adapter" if adapter else "model")  # headers only: a damaged file is refused here
         return
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not pickled:
@@ -292,6 +296,24 @@ def load_recipe(
         policy=bad_rows,
     )
     return recipe
+
+
+def local_inputs(recipe: Recipe) -> list[tuple[str, Path]]:
+    """What a run reads from disk: the recipe, a local model and tokenizer, local datasets."""
+    found = [("recipe", recipe.path)]
+    for key, what in (("model_name_or_path", "model"), ("tokenizer_name_or_path", "tokenizer")):
+        value = recipe.model.get(key) or recipe.extras.get(key)
+        if isinstance(value, str) and Path(value).expanduser().exists():
+            found.append((what, Path(value)))
+    found += [("dataset", spec.local_path) for spec in [*recipe.data.train, *recipe.data.eval] if spec.local_path]
+    return found
+
+
+def check_output_apart(recipe: Recipe) -> None:
+    """The output_dir of a training run is none of its inputs, and neither holds nor lies inside one."""
+    from discopop_cli.core.outputs import check_apart
+
+    check_apart(Path(str(recipe.training["output_dir"])), local_inputs(recipe), "output_dir")
 
 
 def _check_consistency(recipe: Recipe) -> None:

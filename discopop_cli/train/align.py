@@ -40,6 +40,7 @@ def run_align(
     model_args = recipe.model_config()
     trainer.check_plan_supported(loss_plan, config)
     destination = Path(config.output_dir)
+    recipes.check_output_apart(recipe)
 
     if dry_run:
         from discopop_cli.train.shared import show_dry_run
@@ -55,6 +56,7 @@ def _train(
 ) -> None:
     from trl import get_peft_config, get_quantization_config
 
+    from discopop_cli.core.faults import disk_space
     from discopop_cli.data import sources as data
     from discopop_cli.train import shared as training
     from discopop_cli.train.discopop_trainer import DiscoPOPTrainer
@@ -74,7 +76,10 @@ def _train(
         if eval_dataset is not None:
             eval_dataset = data.insert_empty_system_message(eval_dataset, tokenizer.chat_template)
 
-    with run_directory(destination, force=force) as final:
+    with (
+        disk_space(destination, training.output_bytes(model_args), "the trained model"),
+        run_directory(destination, command="align", force=force, resume=resume_from is not None) as final,
+    ):
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
         with training.model_loading(model_args.model_name_or_path):  # TRL loads the model in its constructor
             dpo = DiscoPOPTrainer(

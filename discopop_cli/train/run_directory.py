@@ -18,7 +18,9 @@ from pathlib import Path
 
 from discopop_cli.core.console import is_main_rank, notice
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.outputs import check_writable
+from discopop_cli.core.faults import human_bytes
+from discopop_cli.core.locks import output_lock
+from discopop_cli.core.outputs import MARKER, check_replaceable_folder, check_writable, mark, staging_name
 
 FINAL_STAGING = ".final.partial"
 CARD = "README.md"
@@ -61,6 +63,8 @@ def check_run_directory(destination: Path, *, force: bool, resume: bool) -> Path
         if cut_off:
             notice(f"{', '.join(cut_off)} in {destination} was cut off while being written; resuming from {last.name}")
         return last
+    if holds_something and force:
+        check_replaceable_folder(destination, "output directory")
     if holds_something and not force:
         if last is not None:
             raise UserError(
@@ -80,25 +84,38 @@ def _step(checkpoint: Path) -> int:
 
 
 @contextlib.contextmanager
-def run_directory(destination: Path, *, force: bool) -> Iterator[Path]:
+def run_directory(destination: Path, *, command: str, force: bool, resume: bool = False) -> Iterator[Path]:
     """Prepare `destination` for training and yield the folder the final artefacts are staged in.
 
-    Only the main process (rank 0) moves or deletes anything; every rank gets the same staging path, because
+    Only the main process (rank 0) locks, moves or deletes anything; every rank gets the same staging path, because
     under FSDP and ZeRO-3 all of them take part in saving the model.
     """
     staging = destination / FINAL_STAGING
     if not is_main_rank():
         yield staging
         return
+    with output_lock(destination, command):
+        # Again, holding the lock: another run may have written the folder since the first check.
+        check_run_directory(destination, force=force, resume=resume)
+        with _prepared(destination, staging, command=command, force=force):
+            yield staging
+
+
+@contextlib.contextmanager
+def _prepared(destination: Path, staging: Path, *, command: str, force: bool) -> Iterator[None]:
     replaced = None
     if force and destination.is_dir() and any(destination.iterdir()):
-        replaced = destination.with_name(f".{destination.name}.replaced-{os.getpid()}")
+        replaced = staging_name(destination, "replaced")
         destination.rename(replaced)
     created = not destination.exists()
     destination.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    if staging.exists():
+        size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+        shutil.rmtree(staging, ignore_errors=True)
+        notice(f"removed {staging.name} in {destination}, left by a run that stopped: {human_bytes(size)} freed")
+    mark(destination, command)
     try:
-        yield staging
+        yield
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         kept = last_complete_checkpoint(destination)
@@ -110,8 +127,11 @@ def run_directory(destination: Path, *, force: bool) -> Iterator[Path]:
             shutil.rmtree(destination)
             replaced.rename(destination)
             notice(f"training stopped before its first checkpoint; {destination} is as it was before --force")
-        elif created and not any(destination.iterdir()):
-            destination.rmdir()
+        elif set(os.listdir(destination)) <= {MARKER}:  # nothing of the run: leave the folder as it was
+            if created:
+                shutil.rmtree(destination)
+            else:
+                (destination / MARKER).unlink(missing_ok=True)
         raise
     if replaced is not None:
         shutil.rmtree(replaced)

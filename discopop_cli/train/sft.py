@@ -49,6 +49,7 @@ def run_sft(
     config = recipe.training_config()
     model_args = recipe.model_config()
     destination = Path(config.output_dir)
+    recipes.check_output_apart(recipe)
 
     if dry_run:
         training.show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes)
@@ -186,6 +187,7 @@ def _load_data(recipe: Any, config: Any, tokenizer: Any) -> tuple[Any, Any]:
 def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, force: bool, resume_from: Any) -> None:
     from trl import SFTTrainer, get_peft_config
 
+    from discopop_cli.core.faults import disk_space
     from discopop_cli.train import shared as training
     from discopop_cli.train.chat_tokens import fit_template_tokens, trainable_token_indices
     from discopop_cli.train.run_directory import publish, run_directory
@@ -208,7 +210,10 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, forc
         indices = trainable_token_indices(model, fit.new_ids, peft_config.modules_to_save)
         peft_config.trainable_token_indices = indices or None
 
-    with run_directory(destination, force=force) as final:
+    with (
+        disk_space(destination, training.output_bytes(model_args), "the trained model"),
+        run_directory(destination, command="sft", force=force, resume=resume_from is not None) as final,
+    ):
         config.model_init_kwargs = None  # the model is loaded already; TRL would warn that they are unused
         try:
             sft = training.trainer_class(SFTTrainer)(

@@ -101,6 +101,14 @@ def check_model_config(model_args: Any, config: Any) -> None:
         raise UserError(f"could not read the model config of {name}: {first_line(exc)}") from None
 
 
+def output_bytes(model_args: Any) -> int | None:
+    """About what the trained model takes on disk: the local model's weights; None for an adapter or a Hub id."""
+    folder = Path(str(model_args.model_name_or_path)).expanduser()
+    if model_args.use_peft or not folder.is_dir():
+        return None
+    return sum(path.stat().st_size for path in folder.glob("*.safetensors")) or None
+
+
 @contextlib.contextmanager
 def model_loading(name: str) -> Iterator[None]:
     """A model folder that passed the early checks but cannot be read is one line naming it, not a traceback."""
