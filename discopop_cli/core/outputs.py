@@ -164,9 +164,14 @@ def _strays(folder: Path, command: str) -> list[str]:
     return [name for name in names if not any(fnmatch.fnmatchcase(name, p) for p in patterns)]
 
 
-def check_replaceable_folder(folder: Path, what: str) -> None:
-    """--force on an existing, non-empty folder: refuse unless discopop wrote it and nobody added to it since."""
+def check_replaceable_folder(folder: Path, what: str, legacy_files: frozenset[str] = frozenset()) -> None:
+    """--force on an existing, non-empty folder: refuse unless discopop wrote it and nobody added to it since.
+
+    `legacy_files`: a command whose earlier output has no card or settings to tell it by (the demo models) names the
+    files it wrote; a folder of those files alone is taken as its own."""
     owner = marker_command(folder) or legacy_owner(folder)
+    if owner is None and legacy_files and {entry.name for entry in folder.iterdir()} <= legacy_files:
+        owner = "demo"
     if owner is None:
         names = sorted(entry.name for entry in folder.iterdir())
         raise UserError(
@@ -278,7 +283,9 @@ def check_writable(path: Path) -> None:
         raise UserError(f"cannot write {path}: {folder} is not writable by this user; choose another path")
 
 
-def check_destination(path: Path, *, force: bool, what: str = "output directory") -> None:
+def check_destination(
+    path: Path, *, force: bool, what: str = "output directory", legacy_files: frozenset[str] = frozenset()
+) -> None:
     """Refuse to replace an existing output unless --force, --force on what discopop did not write, and an output
     that cannot be written."""
     if path.is_file() and not path.is_dir() and what == "output directory":
@@ -290,7 +297,7 @@ def check_destination(path: Path, *, force: bool, what: str = "output directory"
     if not force:
         raise UserError(f"{what} {path} already exists; pass --force to replace it or choose another path")
     if path.is_dir():
-        check_replaceable_folder(path, what)
+        check_replaceable_folder(path, what, legacy_files)
     elif not owned_file(path):
         raise UserError(
             f"--force replaces only discopop's own output, and {what} {path} was not written by discopop; "

@@ -59,11 +59,12 @@ def convert(gguf: Path, out_dir: Path) -> Path:
 def build_into(out_dir: Path, *, force: bool = False) -> Path:
     """Convert the shipped GGUF beside `out_dir` and rename the folder into place once complete."""
     from discopop_cli.core.outputs import check_destination, staged_dir
+    from discopop_cli.demo.tiny import BUILT_FILES
 
     gguf = shipped_gguf()
     out_dir = Path(out_dir).absolute()
-    check_destination(out_dir, force=force, what="model directory")
-    with staged_dir(out_dir) as staging:
+    check_destination(out_dir, force=force, what="model directory", legacy_files=BUILT_FILES)
+    with staged_dir(out_dir, command="demo") as staging:
         convert(gguf, staging)
     return out_dir
 

@@ -78,6 +78,18 @@ def _check_model(raw: str, path: Path) -> None:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"--models: {raw} has no config.json; give a saved transformers model folder or a .gguf")
+        from discopop_cli.core.weights import read_folder, safetensors_files
+
+        if not safetensors_files(path):
+            pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+            found = (
+                f"pickled weights only ({', '.join(pickled)}), and unpickling can run code" if pickled else "no weights"
+            )
+            raise UserError(
+                f"--models: {raw} has {found}; give a folder with safetensors weights "
+                "(from_pretrained, then save_pretrained(safe_serialization=True))"
+            )
+        read_folder(path)  # headers only: a damaged weights file is refused before anything is written
         return
     if not path.is_file():
         raise UserError(f"--models: {raw} does not exist; give a model folder or a .gguf file")

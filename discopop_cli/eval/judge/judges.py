@@ -102,14 +102,19 @@ class OpenAIJudge:
     def check_reachable(self) -> None:
         """Before any answer is generated: a judge that cannot be reached is reported now, not after an hour."""
         try:
-            self._request("/models", None, timeout=min(self.settings.timeout, 10.0))
+            self._request("/models", None, timeout=self.settings.timeout)
         except ServerDown as exc:
             raise UserError(
                 f"judge {exc}; start the server (e.g. python -m llama_cpp.server --model JUDGE.gguf) "
                 "or fix the URL in --judge"
             ) from None
-        except ItemFailure:
-            pass  # It answers; some servers simply have no /models.
+        except ItemFailure as exc:
+            if exc.status is None:  # a port that takes the connection and never answers is no judge
+                raise UserError(
+                    f"judge {self.base} took the connection but gave no HTTP answer ({exc}); check that a chat "
+                    "server listens there, or raise --timeout if it is only slow"
+                ) from None
+            # An HTTP error: it answers; some servers simply have no /models.
 
     def complete(self, messages: list[dict[str, str]], mode: str, temperature: float = 0.0) -> str:
         body: dict[str, Any] = {
