@@ -118,9 +118,11 @@ def _front_matter_tags(card: Path) -> list[str]:
         return []
     import yaml
 
+    from discopop_cli.core.yaml_text import load_yaml_text
+
     try:
-        front = yaml.safe_load(text[4:end])
-    except yaml.YAMLError:
+        front = load_yaml_text(text[4:end])
+    except (yaml.YAMLError, ValueError):
         return []
     tags = front.get("tags") if isinstance(front, dict) else None
     return [str(tag) for tag in tags] if isinstance(tags, list) else []

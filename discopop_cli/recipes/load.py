@@ -19,6 +19,7 @@ import yaml
 from discopop_cli.core.console import notice, warn
 from discopop_cli.core.errors import UserError, first_line
 from discopop_cli.core.suggest import suggest
+from discopop_cli.core.yaml_text import YamlRefused, load_yaml_text
 from discopop_cli.data.checks import BadRowPolicy, check_local_data
 from discopop_cli.data.sources import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
 from discopop_cli.recipes.legacy import translate_legacy
@@ -127,7 +128,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key:
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set learning_rate=5e-7")
     try:
-        parsed = _numbers(yaml.safe_load(value)) if value.strip() else None
+        parsed = _numbers(load_yaml_text(value)) if value.strip() else None
+    except YamlRefused as exc:
+        raise UserError(f"--set {key}: {exc}") from None
     except yaml.YAMLError:
         shown = "the value" if key in SECRET_KEYS else repr(value)  # never echo a token
         raise UserError(f"--set {key}: {shown} is not valid YAML; quote it, e.g. --set {key}='\"...\"'") from None
@@ -155,7 +158,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"recipe {path} not found; pass the path of a YAML recipe, e.g. recipes/tiny-align.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml_text(path.read_text(encoding="utf-8"))
+    except YamlRefused as exc:
+        raise UserError(f"{path.name}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(
             f"recipe {path} cannot be read as UTF-8 text ({first_line(exc)}); save it as UTF-8 YAML"

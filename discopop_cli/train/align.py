@@ -81,7 +81,10 @@ def _train(
         run_directory(destination, command="align", force=force, resume=resume_from is not None) as final,
     ):
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
-        with training.model_loading(model_args.model_name_or_path):  # TRL loads the model in its constructor
+        with (
+            training.model_loading(model_args.model_name_or_path),  # TRL loads the model in its constructor
+            training.chat_template_faults(recipe, model_args.model_name_or_path),  # and renders the data
+        ):
             dpo = DiscoPOPTrainer(
                 model=model_args.model_name_or_path,
                 args=config,

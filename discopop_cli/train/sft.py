@@ -216,14 +216,15 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, forc
     ):
         config.model_init_kwargs = None  # the model is loaded already; TRL would warn that they are unused
         try:
-            sft = training.trainer_class(SFTTrainer)(
-                model=model,
-                args=config,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=tokenizer,
-                peft_config=peft_config,
-            )
+            with training.chat_template_faults(recipe, model_args.model_name_or_path):  # TRL renders the data
+                sft = training.trainer_class(SFTTrainer)(
+                    model=model,
+                    args=config,
+                    train_dataset=train_dataset,
+                    eval_dataset=eval_dataset,
+                    processing_class=tokenizer,
+                    peft_config=peft_config,
+                )
         except ValueError as exc:
             raise UserError(f"TRL's SFTTrainer refused the recipe: {first_line(exc)}") from exc
         if peft_config is not None and peft_config.trainable_token_indices:

@@ -361,7 +361,10 @@ def test_refusals_write_nothing(aligned_adapter: Path, tiny_model_dir: Path, tin
     refused(aligned_adapter, "--dtype", "int8", match="not one of bfloat16, float16, float32")
 
     onto_itself = merge(aligned_adapter, "--output", aligned_adapter, "--force")
-    assert onto_itself.exit_code == 2 and "is the adapter itself: an output never replaces or holds an input" in " ".join(onto_itself.output.split())
+    assert (
+        onto_itself.exit_code == 2
+        and "is the adapter itself: an output never replaces or holds an input" in " ".join(onto_itself.output.split())
+    )
     assert (aligned_adapter / "adapter_model.safetensors").is_file()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bad_input import EMPTY_SAFETENSORS
 from typer.testing import CliRunner
 
 from discopop_cli.cli import app
@@ -284,7 +285,7 @@ def test_resume_skips_a_checkpoint_cut_off_mid_write(tmp_path: Path) -> None:
 
     for name, complete in [("checkpoint-2", True), ("checkpoint-4", True), ("checkpoint-6", False)]:
         (tmp_path / name).mkdir()
-        (tmp_path / name / "model.safetensors").write_bytes(b"")
+        (tmp_path / name / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
         if complete:
             (tmp_path / name / "trainer_state.json").write_text("{}")
     assert check_run_directory(tmp_path, force=False, resume=True) == tmp_path / "checkpoint-4"
