@@ -70,7 +70,7 @@ def run_merge(
 
     started = time.monotonic()
     output = output.expanduser()
-    check_apart(output, [("adapter", adapter_path)], "--output")
+    check_apart(output, [("adapter", adapter_path), ("base model", _local_base(adapter_path, base))], "--output")
     check_destination(output, force=force, what="output")
     out_dtype = _output_dtype(dtype)
     try:
@@ -136,6 +136,17 @@ def _base_of(adapter: Adapter, base: str | None, output: Path) -> tuple[str, Pat
 
     check_apart(output, [("base model", base_dir)], "--output")
     return base_name, base_dir
+
+
+def _local_base(adapter_path: Path, base: str | None) -> Path | None:
+    """The base folder named by --base or the adapter's config, when it is a local one (for the early checks)."""
+    config = adapter_path.expanduser() / "adapter_config.json"
+    try:
+        name = base or json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None  # read_adapter says what is wrong with it
+    path = Path(str(name)).expanduser() if name else None
+    return path if path is not None and path.is_dir() else None
 
 
 def _copy_companions(staging: Path, adapter_dir: Path, base_dir: Path, tokenizer_files: dict[str, Path]) -> None:
