@@ -24,8 +24,8 @@ from typing import Any
 
 from discopop_cli.core.console import notice
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.faults import human_bytes
-from discopop_cli.core.outputs import STAGING_KINDS, check_destination
+from discopop_cli.core.faults import human_bytes, is_disk_full
+from discopop_cli.core.outputs import STAGING_KINDS, check_destination, check_writable
 
 _COMMAND_SHOWN = 160  # characters of the holder's command line kept in the lock
 
@@ -95,17 +95,20 @@ def output_lock(destination: Path, command: str, *, whole_folder: bool = False) 
     """Hold the lock of `destination` for the block; clear away what dead runs left beside it first (with
     `whole_folder`, what they left anywhere in its folder: the lock stands for the folder)."""
     destination = Path(destination)
+    check_writable(destination)
     created = []
     folder = destination.parent
     while not folder.exists():
         created.append(folder)
         folder = folder.parent
-    destination.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(destination)
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
         handle = _open_locked(path, destination)
-    except BaseException:
+    except BaseException as exc:
         _remove_created(created)
+        if isinstance(exc, OSError) and not is_disk_full(exc):
+            raise UserError(f"cannot take the lock {path} ({exc.strerror or exc}); choose another path") from None
         raise
     try:
         earlier = _read_record(handle)

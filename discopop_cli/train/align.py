@@ -23,7 +23,7 @@ def run_align(
 ) -> None:
     from discopop_cli.recipes import load as recipes
     from discopop_cli.train import injection as trainer
-    from discopop_cli.train.run_directory import check_run_directory
+    from discopop_cli.train.run_directory import check_run_directory, run_lock
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
@@ -47,8 +47,9 @@ def run_align(
 
         show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes, loss_plan=loss_plan)
         return
-    resume_from = check_run_directory(destination, force=force, resume=resume)
-    _train(recipe, config, model_args, loss_plan, destination, force=force, resume_from=resume_from)
+    with run_lock(destination, "align"):
+        resume_from = check_run_directory(destination, force=force, resume=resume)
+        _train(recipe, config, model_args, loss_plan, destination, force=force, resume_from=resume_from)
 
 
 def _train(
@@ -78,7 +79,7 @@ def _train(
 
     with (
         disk_space(destination, training.output_bytes(model_args), "the trained model"),
-        run_directory(destination, command="align", force=force, resume=resume_from is not None) as final,
+        run_directory(destination, command="align", force=force) as final,
     ):
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
         with (

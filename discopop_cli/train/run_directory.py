@@ -84,7 +84,7 @@ def _step(checkpoint: Path) -> int:
 
 
 @contextlib.contextmanager
-def run_directory(destination: Path, *, command: str, force: bool, resume: bool = False) -> Iterator[Path]:
+def run_directory(destination: Path, *, command: str, force: bool) -> Iterator[Path]:
     """Prepare `destination` for training and yield the folder the final artefacts are staged in.
 
     Only the main process (rank 0) locks, moves or deletes anything; every rank gets the same staging path, because
@@ -94,11 +94,19 @@ def run_directory(destination: Path, *, command: str, force: bool, resume: bool 
     if not is_main_rank():
         yield staging
         return
+    with _prepared(destination, staging, command=command, force=force):
+        yield staging
+
+
+@contextlib.contextmanager
+def run_lock(destination: Path, command: str) -> Iterator[None]:
+    """One run per output directory: the lock beside it, held by the main process from the checks of the folder
+    to the end of the run, so a second run is refused before it loads anything."""
+    if not is_main_rank():
+        yield
+        return
     with output_lock(destination, command):
-        # Again, holding the lock: another run may have written the folder since the first check.
-        check_run_directory(destination, force=force, resume=resume)
-        with _prepared(destination, staging, command=command, force=force):
-            yield staging
+        yield
 
 
 @contextlib.contextmanager

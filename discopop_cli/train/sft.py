@@ -36,7 +36,7 @@ def run_sft(
     from discopop_cli.train import injection as trainer
     from discopop_cli.train import shared as training
     from discopop_cli.train.chat_tokens import check_template
-    from discopop_cli.train.run_directory import check_run_directory
+    from discopop_cli.train.run_directory import check_run_directory, run_lock
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
@@ -54,8 +54,9 @@ def run_sft(
     if dry_run:
         training.show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes)
         return
-    resume_from = check_run_directory(destination, force=force, resume=resume)
-    _train(recipe, config, model_args, destination, force=force, resume_from=resume_from)
+    with run_lock(destination, "sft"):
+        resume_from = check_run_directory(destination, force=force, resume=resume)
+        _train(recipe, config, model_args, destination, force=force, resume_from=resume_from)
 
 
 def _read_template_file(recipe: Any) -> None:
@@ -212,7 +213,7 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, forc
 
     with (
         disk_space(destination, training.output_bytes(model_args), "the trained model"),
-        run_directory(destination, command="sft", force=force, resume=resume_from is not None) as final,
+        run_directory(destination, command="sft", force=force) as final,
     ):
         config.model_init_kwargs = None  # the model is loaded already; TRL would warn that they are unused
         try:
