@@ -6,7 +6,9 @@ so `discopop --help` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,6 +55,11 @@ def _error_line(message: str) -> None:
     from discopop_cli.core.console import err
     from discopop_cli.core.faults import one_line
 
+    # A progress bar the failure cut short would otherwise have the error line glued to its end.
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
     err.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 

@@ -117,6 +117,7 @@ def _prepared(destination: Path, staging: Path, *, command: str, force: bool) ->
         destination.rename(replaced)
     created = not destination.exists()
     destination.mkdir(parents=True, exist_ok=True)
+    earlier = {path.name for _, path in checkpoints(destination)}
     if staging.exists():
         size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
         shutil.rmtree(staging, ignore_errors=True)
@@ -126,6 +127,9 @@ def _prepared(destination: Path, staging: Path, *, command: str, force: bool) ->
         yield
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for _, path in checkpoints(destination):  # this run's checkpoint cut off mid-write (a full disk): useless
+            if path.name not in earlier and not (path / _COMPLETE_MARKER).is_file():
+                shutil.rmtree(path, ignore_errors=True)
         kept = last_complete_checkpoint(destination)
         if kept is not None:
             notice(f"training stopped; {kept} is kept: add --resume to the same command to continue from it")

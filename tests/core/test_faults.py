@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from bad_input import jsonl, lora_adapter, runner, snapshot
+from bad_input import PAIRS, jsonl, lora_adapter, recipe, runner, snapshot
 
 from discopop_cli.cli import app
 
@@ -175,30 +175,19 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def align_recipe(folder: Path, model: Path, dataset: Path, **changes: Any) -> Path:
-    body = {
-        "model_name_or_path": str(model),
-        "dataset_mixture": {"datasets": [{"id": str(dataset)}], "seed": 0},
-        "loss_type": "discopop",
-        "learning_rate": 1e-3,
-        "max_steps": 2,
-        "per_device_train_batch_size": 4,
-        "max_length": 64,
-        "max_prompt_length": 32,
-        "save_strategy": "no",
-        "report_to": "none",
-        "output_dir": str(folder / "out"),
-        **changes,
-    }
+def align_recipe(folder: Path, model: Path, **changes: Any) -> Path:
+    """bad_input's recipe on a real model and the four shipped-form pairs: one DiscoPOP step, written to DIR/out."""
+    (folder / "pairs.jsonl").write_text(jsonl(PAIRS), encoding="utf-8")
+    text = recipe("pairs.jsonl", model_name_or_path=str(model), loss_type="discopop", max_length=64, **changes)
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(body), encoding="utf-8")
+    path.write_text(text.replace("{tmp}", str(folder)), encoding="utf-8")
     return path
 
 
 def test_two_aligns_into_one_folder_the_second_is_refused_naming_the_first(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset_path: Path
+    tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    recipe = align_recipe(tmp_path, tiny_model_dir, tiny_dataset_path)
+    recipe = align_recipe(tmp_path, tiny_model_dir, learning_rate=1e-3)
     first = Held(["align", recipe], tmp_path, "discopop_cli.train.run_directory:publish:before")
     first.wait_until_held()  # trained, about to move its model into place, holding the folder's lock
     before = snapshot(tmp_path)
@@ -312,16 +301,14 @@ def test_export_onto_a_full_disk_is_one_line(tmp_path: Path, export_model: Path,
     assert snapshot(tmp_path) == before and list(disk.iterdir()) == []
 
 
-def test_align_filling_the_disk_while_saving_is_one_line(
-    tmp_path: Path, tiny_model_dir: Path, tiny_dataset_path: Path, small_disk: Any
-) -> None:
+def test_align_filling_the_disk_while_saving_is_one_line(tmp_path: Path, tiny_model_dir: Path, small_disk: Any) -> None:
     """A LoRA adapter's size is not known before training: the disk fills while it is saved."""
     disk = small_disk(32)
-    recipe = align_recipe(tmp_path, tiny_model_dir, tiny_dataset_path, output_dir=str(disk / "out"))
+    recipe = align_recipe(tmp_path, tiny_model_dir, output_dir=str(disk / "out"))
     recipe.write_text(recipe.read_text() + "use_peft: true\nlora_r: 64\nlora_target_modules: all-linear\n")
     before = snapshot(tmp_path)
     result = runner.invoke(app, ["align", str(recipe)], env={"COLUMNS": "300"})
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 1, (result.output, result.exception)
     (line,) = error_lines(result.output)
     assert f"the disk filled up while writing the trained model in {disk / 'out'}: it needs more, " in line, line
     assert re.search(r"more, (\d+\.\d) KB was free; nothing was kept", line), line
