@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,3 +78,31 @@ def disk_space(folder: Path, needed: int | None, what: str = "the output") -> It
             f"the disk filled up while writing {what} in {folder}: it needs {wants}, {human_bytes(free)} was free; "
             "nothing was kept; free some space or choose another path"
         ) from None
+
+
+@contextlib.contextmanager
+def c_call_interrupts() -> Iterator[None]:
+    """Ctrl-C during a long C call that reports through Python callbacks (llama.cpp loading a model logs through a
+    ctypes callback) is honoured when the call returns.
+
+    Python raises KeyboardInterrupt at the next line of Python it runs, which there is inside the callback; ctypes
+    prints and drops an exception raised in a callback, so the interrupt would be lost. The handler here notes it
+    before raising, and the block raises it again once the C call is over.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = False
+
+    def note(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from discopop_cli.core.errors import RunFailure
+from discopop_cli.core.faults import c_call_interrupts
 from discopop_cli.export.quants import QuantType
 
 GREEDY_TOKENS = 8
@@ -188,13 +189,14 @@ def compare(model_dir: Path, gguf_path: Path, quant: QuantType) -> VerifyReport:
     prompts = _prompts(tokenizer)
     eog = _end_of_generation_ids(model, tokenizer)
     longest = max(len(prompt.hf_ids) for prompt in prompts) + GREEDY_TOKENS + 8
-    llm = llama_cpp.Llama(
-        model_path=str(gguf_path),
-        n_ctx=longest,
-        n_batch=longest,
-        logits_all=True,
-        verbose=False,
-    )
+    with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
+        llm = llama_cpp.Llama(
+            model_path=str(gguf_path),
+            n_ctx=longest,
+            n_batch=longest,
+            logits_all=True,
+            verbose=False,
+        )
     checks = []
     try:
         for prompt in prompts:

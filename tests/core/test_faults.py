@@ -407,3 +407,33 @@ def test_a_port_that_never_answers_is_refused_before_anything_is_written(
             f"judge http://127.0.0.1:{port}/v1 took the connection but gave no HTTP answer (no reply within 1 s)",
         )
         check_refused(bad, tmp_path, Path("unused"), monkeypatch)
+
+
+def test_ctrl_c_inside_a_ctypes_callback_is_lost_unless_noted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What llama.cpp's log callback did to Ctrl-C, shown with libc's qsort calling a Python comparator: the
+    KeyboardInterrupt raised inside the callback is dropped by ctypes, and c_call_interrupts raises it afterwards."""
+    import ctypes
+
+    from discopop_cli.core.faults import c_call_interrupts
+
+    values = (ctypes.c_int * 64)(*range(64, 0, -1))
+    compare_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+
+    def sort() -> None:
+        calls = 0
+
+        def compare(a: Any, b: Any) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while C code runs the callbacks
+            return a[0] - b[0]
+
+        ctypes.CDLL(None).qsort(values, len(values), ctypes.sizeof(ctypes.c_int), compare_type(compare))
+
+    dropped: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: dropped.append(report.exc_type))
+    sort()  # no KeyboardInterrupt comes out: ctypes reported it as unraisable and went on
+    assert dropped == [KeyboardInterrupt] and list(values) == sorted(values)
+    with pytest.raises(KeyboardInterrupt), c_call_interrupts():
+        sort()

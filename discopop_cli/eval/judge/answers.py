@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from discopop_cli.core.errors import UserError, first_line
+from discopop_cli.core.faults import c_call_interrupts
 
 STOP = ["<|im_start|>", "<|im_end|>"]
 LLAMA_HINT = 'pip install "discopop-cli[gguf]"'
@@ -128,7 +129,8 @@ class LlamaCppGenerator:
             raise UserError(f"answering with a GGUF model needs llama-cpp-python; run: {LLAMA_HINT}") from None
         self.sampling = sampling
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, **llama_threads())
+            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
+                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, **llama_threads())
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load {path} ({first_line(exc)}); check the file") from None
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from discopop_cli.core.errors import RunFailure, UserError, first_line
+from discopop_cli.core.faults import c_call_interrupts
 from discopop_cli.eval.judge.answers import llama_threads
 from discopop_cli.eval.judge.verdicts import json_schema
 
@@ -160,7 +161,8 @@ class GGUFJudge:
         self.settings = settings
         self.name = f"gguf-{path.stem}"
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False, **llama_threads())
+            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
+                self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False, **llama_threads())
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load the judge {path} ({first_line(exc)}); check the file") from None
 
