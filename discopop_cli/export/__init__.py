@@ -13,7 +13,7 @@ Modules, in the order an export uses them:
 - `command`: the `export` command itself.
 - `convert`: the GGUF file written (numpy quantization, or llama.cpp's for k-quants).
 - `quantize_child`: llama.cpp's quantizer in a child process, so Ctrl-C stops it.
-- `chat_turn`: one chat turn through llama.cpp (`python -m discopop_cli.export.chat_turn`), for the demo.
+- `cli`: the Typer definition of `discopop export`.
 - `progress`: the export's progress bar.
 
 May import: core.
