@@ -31,7 +31,11 @@ STAGING_KINDS = ("partial", "old", "replaced", "intermediate")
 
 # What each command writes into its folder, top level: a marked folder holding anything else was added to by
 # someone else, and --force does not delete it. Staging names of the command's own files are always allowed.
-_MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "README.md", "recipe.yaml")
+_MODEL_FILES = (
+    *("*.safetensors", "*.safetensors.index.json", "*config.json", "tokenizer*", "special_tokens_map.json"),
+    *("added_tokens.json", "chat_template.*", "vocab.*", "merges.txt", "*.model", "README.md", "recipe.yaml"),
+    *("trainer_state.json", "*_results.json"),
+)
 _TRAIN_FILES = (*_MODEL_FILES, "checkpoint-*", "runs", ".final.partial")
 OWN_ENTRIES: dict[str, tuple[str, ...]] = {
     "sft": _TRAIN_FILES,

@@ -270,3 +270,32 @@ def test_every_command_with_force_is_covered() -> None:
 @pytest.mark.parametrize("bad", CASES)
 def test_refused(bad: Case, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check_refused(bad, tmp_path, tiny_model_dir, monkeypatch)
+
+
+def test_force_replaces_an_earlier_versions_output_by_its_card_only(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Outputs written before the marker existed are recognised by the card only discopop writes; a file someone
+    added to such a folder keeps it from being replaced."""
+    from bad_input import runner, snapshot
+
+    from discopop_cli.cli import app
+
+    lora_adapter(tmp_path / "adapter", base=str(tiny_model_dir))
+    old = tmp_path / "merged"
+    old.mkdir()
+    (old / "README.md").write_text("---\ntags:\n- discopop-cli\n- merged-lora\n---\n# merged\n")
+    (old / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
+    (old / "thesis.tex").write_text("mine")
+    args = ["merge", str(tmp_path / "adapter"), "-o", str(old), "--force"]
+    before = snapshot(tmp_path)
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and f"--force would delete thesis.tex in output {old}" in " ".join(
+        refused.output.split()
+    )
+    assert snapshot(tmp_path) == before
+
+    (old / "thesis.tex").unlink()
+    replaced = runner.invoke(app, args)
+    assert replaced.exit_code == 0, replaced.output
+    marker = json.loads((old / ".discopop-output.json").read_text())
+    assert marker["tool"] == "discopop-cli" and marker["command"] == "merge"
+    assert (old / "model.safetensors").stat().st_size > len(EMPTY_SAFETENSORS)
