@@ -419,7 +419,7 @@ def test_ctrl_c_inside_a_ctypes_callback_is_lost_unless_noted(monkeypatch: pytes
     values = (ctypes.c_int * 64)(*range(64, 0, -1))
     compare_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
 
-    def sort() -> None:
+    def sort() -> int:
         calls = 0
 
         def compare(a: Any, b: Any) -> int:
@@ -430,10 +430,11 @@ def test_ctrl_c_inside_a_ctypes_callback_is_lost_unless_noted(monkeypatch: pytes
             return a[0] - b[0]
 
         ctypes.CDLL(None).qsort(values, len(values), ctypes.sizeof(ctypes.c_int), compare_type(compare))
+        return calls
 
     dropped: list[type] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda report: dropped.append(report.exc_type))
-    sort()  # no KeyboardInterrupt comes out: ctypes reported it as unraisable and went on
-    assert dropped == [KeyboardInterrupt] and list(values) == sorted(values)
+    calls = sort()  # no KeyboardInterrupt comes out: ctypes reported it as unraisable and went on
+    assert dropped == [KeyboardInterrupt] and calls > 1
     with pytest.raises(KeyboardInterrupt), c_call_interrupts():
         sort()
