@@ -87,7 +87,7 @@ def _step(checkpoint: Path) -> int:
 def run_directory(destination: Path, *, command: str, force: bool) -> Iterator[Path]:
     """Prepare `destination` for training and yield the folder the final artefacts are staged in.
 
-    Only the main process (rank 0) locks, moves or deletes anything; every rank gets the same staging path, because
+    Only the main process (rank 0) marks, moves or deletes anything; every rank gets the same staging path, because
     under FSDP and ZeRO-3 all of them take part in saving the model.
     """
     staging = destination / FINAL_STAGING
