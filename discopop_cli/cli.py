@@ -454,6 +454,14 @@ def eval_judge(
         Path | None,
         typer.Option(help="MT-Bench: FastChat's judge_prompts.jsonl.", rich_help_panel=_MT_BENCH),
     ] = None,
+    alpaca_eval: Annotated[
+        bool,
+        typer.Option(
+            "--alpaca-eval",
+            help="Also run alpaca_eval's own annotator and metrics on the answers (needs the alpaca_eval extra).",
+            rich_help_panel=_JUDGING,
+        ),
+    ] = False,
     reference_answers: Annotated[
         Path | None,
         typer.Option(
@@ -493,6 +501,7 @@ def eval_judge(
             judge_prompts=judge_prompts,
             reference_answers=reference_answers,
             concurrency=concurrency,
+            alpaca_eval=alpaca_eval,
         )
     )
 

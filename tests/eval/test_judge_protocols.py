@@ -111,17 +111,19 @@ def test_mt_bench_two_turns_graded_by_a_real_judge_then_resume_redoes_nothing(
     assert "answers of model: all 4 from" in flat(again.output)
     assert json.loads((run / "results.json").read_text())["models"] == doc["models"]
 
-    # SmolLM2's eight gradings asked again, four at a time: a greedy judge gives the same verdicts.
+    # SmolLM2's gradings of questions 1 and 2 asked again, four at a time: a greedy judge gives the same verdicts.
     parallel = tmp_path / "parallel"
     shutil.copytree(run, parallel, ignore=shutil.ignore_patterns("results.json"))
     (kept,) = (parallel / "judgements").glob("*.jsonl")
-    others = [line for line in kept.read_text().splitlines() if json.loads(json.loads(line)["key"])[0] == "model"]
-    kept.write_text("".join(line + "\n" for line in others))
+    redo = {json.dumps(["SmolLM2-135M-Instruct.Q4_1", q, t]) for q in "12" for t in (1, 2)}
+    kept.write_text(
+        "".join(line + "\n" for line in kept.read_text().splitlines() if json.loads(line)["key"] not in redo)
+    )
     args4 = [*args[: args.index("--concurrency")], "--concurrency", "4", "-o", str(parallel), "--resume"]
     fourfold = invoke(*args4)
     assert fourfold.exit_code == 0, fourfold.output
-    assert "judgements: 8 of 16 already in" in flat(fourfold.output)
-    assert server.completions() >= asked + 8
+    assert "judgements: 12 of 16 already in" in flat(fourfold.output)
+    assert server.completions() >= asked + 4
     assert verdicts_by_key(parallel) == verdicts_by_key(run)
 
 
@@ -296,3 +298,43 @@ def test_concurrent_judging_gives_the_sequential_verdicts_in_a_fraction_of_the_t
     assert len(verdicts[1]) == 12 and verdicts[4] == verdicts[1]
     assert seconds[1] > 12 * 0.25
     assert seconds[4] < 0.5 * seconds[1], seconds
+
+
+def test_alpaca_eval_runs_its_own_annotator_through_the_real_judge_and_resume_asks_nothing(
+    server: LlamaServer, tmp_path: Path
+) -> None:
+    from alpaca_eval import utils
+    from alpaca_eval.metrics import get_winrate
+
+    evalset, cand, ref = tmp_path / "set.json", tmp_path / "cand.json", tmp_path / "ref.json"
+    asked = {"Name a primary colour.": ("Red.", "Green."), "What is the capital of France?": ("Paris.", "Lyon.")}
+    evalset.write_text(json.dumps([{"instruction": t, "dataset": "helpful_base"} for t in asked]))
+    for path, side in ((cand, 0), (ref, 1)):
+        path.write_text(
+            json.dumps([{"instruction": t, "output": o[side], "generator": path.stem} for t, o in asked.items()])
+        )
+    run = tmp_path / "run"
+    args = ["--models", f"{cand},{ref}", "--prompts", str(evalset), "--judge", server.spec, "-o", str(run)]
+    args += ["--judge-format", "json", "--judge-max-tokens", "16", "--alpaca-eval", "--json"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    (figure,) = doc["alpaca_eval"]
+    assert figure["model"] == "cand" and figure["annotator"] == "weighted_alpaca_eval_gpt4_turbo-smollm2"
+    # Its annotations, as it wrote them (one order per instruction, a weighted preference), give its figure.
+    annotations = utils.load_or_convert_to_dataframe(
+        run / "alpaca_eval" / "cand" / figure["annotator"] / "annotations.json"
+    )
+    assert len(annotations) == 2 and set(annotations["generator_2"]) == {"cand"}
+    assert figure["n"] == get_winrate(annotations)["n_total"] <= 2
+    assert figure["win_rate"] == pytest.approx(get_winrate(annotations)["win_rate"])
+    # Offline (the tests set HF_HUB_OFFLINE), its GLM cannot fetch its instruction difficulties: said, not hidden.
+    assert figure["lc_win_rate"] is None and "df_gamed.csv" in figure["note"]
+    assert json.loads((run / "results.json").read_text())["alpaca_eval"] == doc["alpaca_eval"]
+
+    asked = server.completions()
+    again = invoke(*args, "--resume")
+    assert again.exit_code == 0, again.output
+    assert server.completions() == asked  # our verdicts from our cache, its annotations from its own
+    (again_figure,) = json.loads(again.stdout)["alpaca_eval"]
+    assert again_figure["win_rate"] == pytest.approx(figure["win_rate"])  # its cache keeps 15 digits

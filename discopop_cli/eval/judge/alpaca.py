@@ -109,3 +109,142 @@ def annotations(
 
 def annotations_path(root: Path, candidate: str, judge: str) -> Path:
     return root / "alpaca_eval" / slug(candidate) / slug(judge) / "annotations.json"
+
+
+# AlpacaEval 2.0's default annotator: its prompt asks which of two outputs is better and reads the probabilities of
+# the one-token answers "m" and "M" from the judge's top log-probabilities (a weighted preference in [1, 2]).
+ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+INSTALL_HINT = 'run: pip install "discopop-cli[alpaca_eval]"'
+
+
+def check_available() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("alpaca_eval") is None:
+        raise UserError(f"--alpaca-eval needs the alpaca_eval package; {INSTALL_HINT}")
+
+
+def _quiet_import() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # alpaca_eval 0.6.6 imports the deprecated pkg_resources
+        import alpaca_eval
+        from alpaca_eval import metrics
+        from alpaca_eval.annotators import PairwiseAnnotator
+    return alpaca_eval, metrics, PairwiseAnnotator
+
+
+def annotator_folder(root: Path, model: str, url: str, concurrency: int) -> Path:
+    """alpaca_eval's own annotator config for ANNOTATOR, with the judge's model and URL in place of GPT-4 Turbo's.
+    alpaca_eval names an annotator after its folder; the API key stays in the environment, never in these files."""
+    import yaml
+
+    alpaca_eval, _, _ = _quiet_import()
+    package = Path(alpaca_eval.__file__).parent / "evaluators_configs"
+    config = yaml.safe_load((package / ANNOTATOR / "configs.yaml").read_text())[ANNOTATOR]
+    folder = root / "alpaca_eval" / "annotators" / slug(f"{ANNOTATOR}-{model}")
+    folder.mkdir(parents=True, exist_ok=True)
+    config["prompt_template"] = str(package / config["prompt_template"])
+    client = folder / "client_configs.yaml"
+    client.write_text(yaml.safe_dump({"default": [{"base_url": url}]}))
+    config["completions_kwargs"] |= {"model_name": model, "client_config_path": str(client), "num_procs": concurrency}
+    (folder / "configs.yaml").write_text(yaml.safe_dump({folder.name: config}, sort_keys=False))
+    return folder
+
+
+def run_alpaca_eval(
+    root: Path, candidates: list[str], reference: str, model: str, url: str, key: str | None, concurrency: int
+) -> list[dict[str, Any]]:
+    """alpaca_eval's annotator on each candidate's model_outputs.json against the reference's, then its own
+    win rate and length-controlled win rate on those annotations. Its annotations cache (in the annotator's folder)
+    makes a second run, or --resume, ask the judge nothing again."""
+    import logging
+    import os
+
+    import pandas as pd
+
+    _, metrics, PairwiseAnnotator = _quiet_import()
+    folder = annotator_folder(root, model, url, concurrency)
+    # The openai client alpaca_eval builds reads its key from the environment; a local server wants any value.
+    saved = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = key or saved or "none"
+    # Its warnings (no price known for a local model, a cache path that is not "auto") are not the user's concern.
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)
+    figures = []
+    try:
+        # Its own annotations cache is not used: alpaca_eval 0.6.6 fails to merge a reloaded cache under pandas 3
+        # ("Invalid value '1.5' for dtype 'int64'"). Each candidate's annotations.json is the cache instead, saved
+        # after every chunk, and only pairs it does not hold are sent.
+        annotator = PairwiseAnnotator(annotators_config=folder.name, base_dir=folder.parent, caching_path=None)
+        baseline = json.loads(outputs_path(root, reference).read_text(encoding="utf-8"))
+        for candidate in candidates:
+            outputs = json.loads(outputs_path(root, candidate).read_text(encoding="utf-8"))
+            saved_path = root / "alpaca_eval" / slug(candidate) / folder.name / "annotations.json"
+            annotated = _annotate(annotator, baseline, outputs, saved_path)
+            table = pd.DataFrame(annotated)
+            plain = metrics.get_winrate(table)
+            figure = {
+                "model": candidate,
+                "annotator": folder.name,
+                "win_rate": float(plain["win_rate"]),
+                "n": int(plain["n_total"]),
+                "lc_win_rate": None,
+                "note": None,
+            }
+            try:
+                lc = metrics.get_length_controlled_winrate(table, save_weights_dir=None)
+                figure["lc_win_rate"] = float(lc["length_controlled_winrate"])
+            except OSError:  # offline: its GLM's instruction difficulties live on the Hub
+                figure["note"] = "alpaca_eval's LC needs df_gamed.csv from the Hub dataset tatsu-lab/alpaca_eval."
+            figures.append(figure)
+    finally:
+        root_logger.setLevel(level)
+        if saved is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = saved
+    return figures
+
+
+CHUNK = 32  # pairs per annotator call between two saves
+
+
+def _annotate(annotator: Any, baseline: list[dict], outputs: list[dict], saved_path: Path) -> list[dict[str, Any]]:
+    """alpaca_eval's annotations of (baseline, candidate) pairs, in the set's order, reusing those saved earlier for
+    the same instruction and outputs."""
+    from discopop_cli.core.errors import RunFailure, first_line
+
+    def pair(row: dict[str, Any]) -> tuple[str, str, str]:
+        return row["instruction"], row["output_1"], row["output_2"]
+
+    saved = json.loads(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else []
+    done = {pair(row): row for row in saved}
+    wanted = [(b, o) for b, o in zip(baseline, outputs, strict=True)]
+    todo = [(b, o) for b, o in wanted if (b["instruction"], b["output"], o["output"]) not in done]
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start : start + CHUNK]
+        try:
+            rows = annotator.annotate_head2head(outputs_1=[b for b, _ in chunk], outputs_2=[o for _, o in chunk])
+        except Exception as exc:  # openai.OpenAIError, and what alpaca_eval raises around it
+            raise RunFailure(
+                f"alpaca_eval's annotator failed ({first_line(exc)}); check the judge, then run the same command "
+                "with --resume (the annotations made so far are kept)"
+            ) from None
+        done.update({pair(row): _plain(row) for row in rows})
+        write_json(saved_path, [done[key] for key in done])
+    return [done[(b["instruction"], b["output"], o["output"])] for b, o in wanted]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """An annotation as JSON can hold it: numpy numbers as Python's, NaN (no preference read) as null."""
+    import math
+
+    clean = {}
+    for key, value in row.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        clean[key] = None if isinstance(value, float) and math.isnan(value) else value
+    return clean

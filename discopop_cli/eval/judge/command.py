@@ -47,6 +47,7 @@ class JudgeOptions:
     judge_prompts: Path | None = None  # MT-Bench: FastChat's judge_prompts.jsonl
     reference_answers: Path | None = None  # MT-Bench: FastChat's reference_answer/gpt-4.jsonl
     concurrency: int = 4
+    alpaca_eval: bool = False  # also run alpaca_eval's own annotator and metrics on the answers
 
 
 @dataclass
@@ -103,6 +104,14 @@ def check_inputs(options: JudgeOptions) -> Plan:
         raise UserError(
             "--judge-prompts and --reference-answers apply to MT-Bench questions only (FastChat's question.jsonl)"
         )
+    if options.alpaca_eval:
+        if options.mode != verdicts.PAIRWISE or prompt_set.kind == MT_BENCH:
+            raise UserError(
+                "--alpaca-eval compares single-turn answers pairwise; drop it for --mode single or MT-Bench"
+            )
+        if judges.parse_judge(options.judge)[0] != "openai":
+            raise UserError("--alpaca-eval runs alpaca_eval's annotator over HTTP: give an openai:MODEL@URL judge")
+        alpaca.check_available()
     for source in sources:
         if source.is_outputs:
             alpaca.OutputsFile(source.path).check_covers(prompt_set.prompts)
@@ -165,6 +174,15 @@ def run_judge(options: JudgeOptions) -> dict[str, Any]:
                 model["model"], results["reference"], judge.name, plan.prompts, answers, model["outcomes"]
             )
             write_json(alpaca.annotations_path(plan.folder.root, model["model"], judge.name), rows)
+    if options.alpaca_eval:
+        _, (model, url) = judges.parse_judge(options.judge)
+        key = judges.api_key(options.judge, dict(os.environ))
+        candidates = [m["model"] for m in results["models"]]
+        notice(f"alpaca_eval: its annotator {alpaca.ANNOTATOR} through {url}, then its metrics")
+        assert plan.reference is not None
+        figures = alpaca.run_alpaca_eval(plan.folder.root, candidates, plan.reference, model, url, key, concurrency)
+        results["alpaca_eval"] = figures
+        write_json(plan.folder.root / "results.json", results)
     report.show(results, as_json=options.as_json)
     if options.plot is not None:
         report.plot(results, options.plot)

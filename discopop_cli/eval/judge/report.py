@@ -208,12 +208,36 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
         for m in doc["models"]:
             table.add_row(escape(m["model"]), escape(_cell(m["score"], percent=False)), str(m["score"]["n"]))
     out.print(table)
+    if doc.get("alpaca_eval"):
+        out.print(_alpaca_eval_table(doc))
     out.print(_category_table(doc))
     failed = [(m["model"], f) for m in doc["models"] for f in m["failed"]]
     for _, failure in failed:
         warn(f"not judged: {failure['item']}: {failure['error']}")
     if failed:
         warn(f"{len(failed)} judgement(s) missing from these figures; run the same command with --resume to retry them")
+
+
+def _alpaca_eval_table(doc: dict[str, Any]) -> Any:
+    """alpaca_eval's figures (its annotator, one order per instruction; its GLM) beside the project's."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    ours = {m["model"]: m for m in doc["models"]}
+    annotator = doc["alpaca_eval"][0]["annotator"]
+    notes = sorted({f["note"] for f in doc["alpaca_eval"] if f["note"]})
+    table = Table(title=escape(f"alpaca_eval's own figures (annotator {annotator}) beside ours"))
+    table.caption = escape(" ".join([f"vs {doc['reference']}; its annotator asks once per instruction.", *notes]))
+    table.add_column("model", min_width=12, overflow="fold")
+    for column in ("its win rate %", "its LC %", "annotated", "our win rate %", "our LC %"):
+        table.add_column(column, justify="right")
+    for figure in doc["alpaca_eval"]:
+        mine = ours[figure["model"]]
+        lc = f"{figure['lc_win_rate']:.1f}" if figure["lc_win_rate"] is not None else "-"
+        cells = [f"{figure['win_rate']:.1f}", lc, str(figure["n"])]
+        cells += [f"{100 * mine['win_rate']['value']:.1f}", f"{100 * mine['lc_win_rate']['value']:.1f}"]
+        table.add_row(*(escape(cell) for cell in [figure["model"], *cells]))
+    return table
 
 
 def _category_table(doc: dict[str, Any]) -> Any:
