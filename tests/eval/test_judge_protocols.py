@@ -251,7 +251,7 @@ def test_alpaca_eval_reads_our_outputs_and_its_win_rates_agree_with_ours(
 
     # The same annotations, through alpaca_eval's functions.
     annotations = utils.load_or_convert_to_dataframe(
-        run / "alpaca_eval" / "cand" / judge_name(doc) / "annotations.json"
+        run / "alpaca_eval" / "cand" / "vs-ref" / judge_name(doc) / "annotations.json"
     )
     assert len(annotations) == 160
     plain = get_winrate(annotations)
@@ -323,7 +323,7 @@ def test_alpaca_eval_runs_its_own_annotator_through_the_real_judge_and_resume_as
     assert figure["model"] == "cand" and figure["annotator"] == "weighted_alpaca_eval_gpt4_turbo-smollm2"
     # Its annotations, as it wrote them (one order per instruction, a weighted preference), give its figure.
     annotations = utils.load_or_convert_to_dataframe(
-        run / "alpaca_eval" / "cand" / figure["annotator"] / "annotations.json"
+        run / "alpaca_eval" / "cand" / "vs-ref" / figure["annotator"] / "annotations.json"
     )
     assert len(annotations) == 2 and set(annotations["generator_2"]) == {"cand"}
     assert figure["n"] == get_winrate(annotations)["n_total"] <= 2

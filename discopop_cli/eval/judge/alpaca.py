@@ -7,7 +7,7 @@
   outputs, or a vLLM run): they are read, matched to the prompts by instruction, not generated.
 - `annotations.json`: the project's pairwise verdicts as AlpacaEval annotations (`output_1` the reference,
   `output_2` the candidate, `preference` 1 when the reference wins, 2 when the candidate wins, 1.5 for a tie),
-  `DIR/alpaca_eval/NAME/JUDGE/annotations.json`: alpaca_eval's `get_winrate` and
+  `DIR/alpaca_eval/NAME/vs-REFERENCE/JUDGE/annotations.json`: alpaca_eval's `get_winrate` and
   `get_length_controlled_winrate` read them as they read their own.
 """
 
@@ -107,8 +107,9 @@ def annotations(
     ]
 
 
-def annotations_path(root: Path, candidate: str, judge: str) -> Path:
-    return root / "alpaca_eval" / slug(candidate) / slug(judge) / "annotations.json"
+def annotations_path(root: Path, candidate: str, reference: str, annotator: str) -> Path:
+    """Where a candidate's annotations against one reference go: a folder may hold runs against several."""
+    return root / "alpaca_eval" / slug(candidate) / f"vs-{slug(reference)}" / slug(annotator) / "annotations.json"
 
 
 # AlpacaEval 2.0's default annotator: its prompt asks which of two outputs is better and reads the probabilities of
@@ -182,7 +183,7 @@ def run_alpaca_eval(
         baseline = json.loads(outputs_path(root, reference).read_text(encoding="utf-8"))
         for candidate in candidates:
             outputs = json.loads(outputs_path(root, candidate).read_text(encoding="utf-8"))
-            saved_path = root / "alpaca_eval" / slug(candidate) / folder.name / "annotations.json"
+            saved_path = annotations_path(root, candidate, reference, folder.name)
             annotated = _annotate(annotator, baseline, outputs, saved_path)
             table = pd.DataFrame(annotated)
             plain = metrics.get_winrate(table)

@@ -173,7 +173,8 @@ def run_judge(options: JudgeOptions) -> dict[str, Any]:
             rows = alpaca.annotations(
                 model["model"], results["reference"], judge.name, plan.prompts, answers, model["outcomes"]
             )
-            write_json(alpaca.annotations_path(plan.folder.root, model["model"], judge.name), rows)
+            path = alpaca.annotations_path(plan.folder.root, model["model"], results["reference"], judge.name)
+            write_json(path, rows)
     if options.alpaca_eval:
         _, (model, url) = judges.parse_judge(options.judge)
         key = judges.api_key(options.judge, dict(os.environ))
