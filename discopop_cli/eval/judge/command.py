@@ -23,6 +23,7 @@ from typing import Any
 
 from discopop_cli.core.console import notice, warn
 from discopop_cli.core.errors import RunFailure, UserError
+from discopop_cli.core.outputs import staged_file
 from discopop_cli.eval.judge import alpaca, judges, mtbench, verdicts
 from discopop_cli.eval.judge import answers as answering
 from discopop_cli.eval.judge.prompts import MT_BENCH, Prompt, PromptSet, load_prompt_set, prompts_digest
@@ -214,8 +215,8 @@ def _export_answers(plan: Plan, answers: dict[str, dict[str, dict[str, Any]]]) -
         for name, by_id in answers.items():
             rows = mtbench.model_answer_rows(name, plan.prompts, by_id)
             path = root / "mt_bench" / "model_answer" / f"{slug(name)}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+            with staged_file(path) as partial:
+                partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     else:
         alpaca.write_model_outputs(root, plan.prompts, answers)
 
