@@ -190,11 +190,15 @@ def run_alpaca_eval(
             figure = {
                 "model": candidate,
                 "annotator": folder.name,
-                "win_rate": float(plain["win_rate"]),
+                "win_rate": float(plain["win_rate"]) if plain["n_total"] else None,  # none read: no figure
                 "n": int(plain["n_total"]),
                 "lc_win_rate": None,
                 "note": None,
             }
+            if not plain["n_total"]:
+                figure["note"] = "alpaca_eval read no preference from the judge's replies."
+                figures.append(figure)
+                continue
             try:
                 lc = metrics.get_length_controlled_winrate(table, save_weights_dir=None)
                 figure["lc_win_rate"] = float(lc["length_controlled_winrate"])

@@ -234,7 +234,8 @@ def _alpaca_eval_table(doc: dict[str, Any]) -> Any:
     for figure in doc["alpaca_eval"]:
         mine = ours[figure["model"]]
         lc = f"{figure['lc_win_rate']:.1f}" if figure["lc_win_rate"] is not None else "-"
-        cells = [f"{figure['win_rate']:.1f}", lc, str(figure["n"])]
+        plain = f"{figure['win_rate']:.1f}" if figure["win_rate"] is not None else "-"
+        cells = [plain, lc, str(figure["n"])]
         cells += [f"{100 * mine['win_rate']['value']:.1f}", f"{100 * mine['lc_win_rate']['value']:.1f}"]
         table.add_row(*(escape(cell) for cell in [figure["model"], *cells]))
     return table
