@@ -142,7 +142,10 @@ def test_a_gguf_judge_runs_in_process(smollm2_gguf: Path, tiny_model_dir: Path, 
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "judged by gguf-SmolLM2-135M-Instruct.Q4_1" in " ".join(result.output.split())
+    flat = " ".join(result.output.split())
+    assert "judged by gguf-SmolLM2-135M-Instruct.Q4_1" in flat
+    # One llama.cpp context in this process: the default --concurrency 4 falls back to one call at a time, said so.
+    assert "answers one request at a time in this process: --concurrency 4 ignored" in flat
     lines = judgement_lines(run)
     assert [json.loads(line["key"])[2:] for line in lines] == [["p1", "AB"], ["p1", "BA"], ["p2", "AB"], ["p2", "BA"]]
     assert all(line["value"] in ("A", "B", "tie") for line in lines)
