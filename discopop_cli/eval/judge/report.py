@@ -246,7 +246,8 @@ def _category_table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
-    table = Table(title=("win rate %" if pairwise else "mean rating") + " by category [95% interval] (prompts)")
+    counted = "(turns)" if doc.get("protocol") == MT_BENCH else "(prompts)"  # MT-Bench: one figure per turn
+    table = Table(title=("win rate %" if pairwise else "mean rating") + f" by category [95% interval] {counted}")
     table.add_column("category", min_width=8, overflow="fold")
     names: list[str] = []
     for m in doc["models"]:
