@@ -71,6 +71,10 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe key: KEY=VALUE (YAML-typed, dotted keys for nesting). Repeatable."),
 ]
+UnsetOption = Annotated[
+    list[str] | None,
+    typer.Option("--unset", help="Remove a recipe key (dotted keys for nesting), e.g. dataset_mixer. Repeatable."),
+]
 OutputDirOption = Annotated[
     Path | None,
     typer.Option("--output-dir", "-o", help="Where the trained model goes (overrides the recipe)."),
@@ -141,6 +145,7 @@ def _train_command(
     resume: bool,
     options: LaunchOptions,
     bad_rows: tuple[bool, str | None] = (False, None),
+    unset: list[str] | None = None,
 ) -> None:
     """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
     from discopop_cli.data.checks import BadRowPolicy
@@ -149,7 +154,7 @@ def _train_command(
     options.validate(dry_run=dry_run)
     policy = BadRowPolicy.from_options(*bad_rows)
     if options.wants_launch and not dry_run:
-        child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size, resume)
+        child = launch.child_args(recipe, overrides, output_dir, force, options.global_batch_size, resume, unset or [])
         child += launch.bad_row_args(*bad_rows)
         code = launch.launch(command, child, options)
         if code:
@@ -168,6 +173,7 @@ def _train_command(
         resume=resume,
         launch=options,
         bad_rows=policy,
+        unset=unset or [],
     )
 
 
@@ -177,6 +183,7 @@ def _training_command(name: str, summary: str) -> None:
     def command(
         recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML (alignment-handbook style).")],
         set_: SetOption = None,
+        unset: UnsetOption = None,
         output_dir: OutputDirOption = None,
         dry_run: DryRunOption = False,
         force: ForceOption = False,
@@ -203,7 +210,7 @@ def _training_command(name: str, summary: str) -> None:
             global_batch_size,
         )
         _train_command(
-            name, recipe, set_ or [], output_dir, dry_run, force, resume, options, (skip_bad_rows, max_bad_rows)
+            name, recipe, set_ or [], output_dir, dry_run, force, resume, options, (skip_bad_rows, max_bad_rows), unset
         )
 
     command.__doc__ = summary

@@ -297,9 +297,10 @@ def require_columns(dataset: Any, needed: set[str], what: str) -> None:
 def insert_empty_system_message(dataset: Any, chat_template: str | None) -> Any:
     """The handbook's `auto_insert_empty_system_msg`: templates that know a system turn get an empty one.
 
-    zephyr-7b-gemma was aligned this way, so its prompts start with an empty system turn.
+    zephyr-7b-gemma was aligned this way, so its prompts start with an empty system turn. As in the handbook
+    (`maybe_insert_system_message`), a template qualifies when it mentions `system` or is ChatML (`<|im_start|>`).
     """
-    if not chat_template or "system" not in chat_template:
+    if not chat_template or ("system" not in chat_template and "<|im_start|>" not in chat_template):
         return dataset
     columns = [c for c in ("prompt", "chosen", "rejected", "messages") if c in dataset.column_names]
 
