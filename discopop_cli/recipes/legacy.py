@@ -129,12 +129,15 @@ PUBLISHED_SEED = 42  # alignment-handbook src/alignment/data.py (March 2024): mi
 PUBLISHED_PACKING = "wrapped"  # run_sft.py passed packing=True: TRL 0.8.6's ConstantLengthDataset cut blocks
 
 
-def translate_legacy(raw: dict[str, Any], source: str, task: str | None = None) -> tuple[dict[str, Any], list[str]]:
+def translate_legacy(
+    raw: dict[str, Any], source: str, task: str | None = None, overridden: set[str] | frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], list[str]]:
     """The recipe with its 2024 keys translated, and one line per translation saying what was done.
 
     A recipe in the 2024 form (`dataset_mixer`) also gets what the 2024 scripts did unasked: the empty system turn
     (`auto_insert_empty_system_msg` defaulted to true), the shuffle seed 42, and for `sft` packing (`run_sft.py`
-    hard-coded `packing=True`), each unless the recipe sets it.
+    hard-coded `packing=True`), each unless the recipe sets it. A new key given with `--set` (`overridden`) replaces
+    its legacy spelling instead of clashing with it.
     """
     messages: list[str] = []
     form_2024 = "dataset_mixer" in raw
@@ -145,9 +148,13 @@ def translate_legacy(raw: dict[str, Any], source: str, task: str | None = None) 
             out.setdefault(key, value)
             continue
         new, what = translate(value, raw)
-        for new_key in new:
-            if new_key != key and new_key in raw and new_key not in ("loss_type", "loss_weights"):
-                raise UserError(f"{source}: both '{key}' (legacy) and '{new_key}' are set; keep only '{new_key}'")
+        given = [k for k in new if k != key and k in raw and k not in ("loss_type", "loss_weights")]
+        if given and all(k in overridden for k in given):
+            # `--set eval_strategy=no` on a recipe that says `evaluation_strategy: steps`: the command line wins.
+            messages.append(f"{source}: '{key}' left out: --set {given[0]} replaces it")
+            continue
+        for new_key in given:
+            raise UserError(f"{source}: both '{key}' (legacy) and '{new_key}' are set; keep only '{new_key}'")
         out.update(new)
         if what:
             messages.append(f"{source}: '{key}' {what}")
@@ -181,7 +188,10 @@ def _translate_mixer(raw: dict[str, Any], source: str, messages: list[str]) -> d
         stray = sorted(LEGACY_DATA_KEYS & raw.keys())
         raise UserError(f"{source}: {', '.join(stray)} only work together with 'dataset_mixer'; add it or remove them")
     if "dataset_mixture" in raw:
-        raise UserError(f"{source}: set either 'dataset_mixer' (2024 form) or 'dataset_mixture', not both")
+        raise UserError(
+            f"{source}: set either 'dataset_mixer' (2024 form) or 'dataset_mixture', not both; to use the "
+            "dataset_mixture, remove the other: --unset dataset_mixer --unset dataset_splits"
+        )
     mixer = raw.pop("dataset_mixer")
     splits = raw.pop("dataset_splits", None) or ["train", "test"]
     configs = raw.pop("dataset_configs", None)

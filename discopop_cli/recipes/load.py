@@ -134,6 +134,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set learning_rate=5e-7")
     try:
         parsed = _numbers(yaml.safe_load(value)) if value.strip() else None
+        if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+            parsed = value.strip()  # YAML 1.1 reads `no`/`yes`/`on`/`off` as booleans: `--set eval_strategy=no`
     except yaml.YAMLError:
         shown = "the value" if key in SECRET_KEYS else repr(value)  # never echo a token
         raise UserError(f"--set {key}: {shown} is not valid YAML; quote it, e.g. --set {key}='\"...\"'") from None
@@ -266,7 +268,8 @@ def load_recipe(
         raise UserError(
             f"{path.name}: 'rpo_alpha' weighs an SFT term inside DPO; an sft recipe has no use for it, remove it"
         )
-    raw, messages = translate_legacy(raw, path.name, task)
+    legacy_mixer = "dataset_mixer" in raw
+    raw, messages = translate_legacy(raw, path.name, task, overridden)
     if output_dir is not None:
         raw["output_dir"] = str(output_dir)
 
@@ -299,6 +302,8 @@ def load_recipe(
         check_ranges(path.name, values)
     _check_model_folder(path.name, raw["model_name_or_path"], training)
     data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path)
+    for spec in [*data.train, *data.eval]:
+        spec.from_mixer = legacy_mixer
     training.setdefault("output_dir", f"outputs/{path.stem}")
     raw["output_dir"] = training["output_dir"]
 
@@ -334,6 +339,13 @@ def _check_consistency(recipe: Recipe) -> None:
     name = recipe.path.name
     eval_strategy = str(recipe.training.get("eval_strategy", "no"))
     if eval_strategy != "no" and not recipe.data.has_eval:
+        if any(spec.from_mixer for spec in recipe.data.train):
+            raise UserError(
+                f"{name}: eval_strategy is '{eval_strategy}' but dataset_splits names no test split; add one (e.g. "
+                "--set dataset_splits=[train,test]), or replace the 2024 dataset_mixer with a dataset_mixture that "
+                "carves one (--unset dataset_mixer --unset dataset_splits --set 'dataset_mixture={datasets: [...], "
+                "test_split_size: 0.05}'), or --set eval_strategy=no"
+            )
         raise UserError(
             f"{name}: eval_strategy is '{eval_strategy}' but the recipe has no eval data; "
             "add dataset_mixture.test_split_size or a test split, or set eval_strategy: 'no'"
