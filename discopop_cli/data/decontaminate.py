@@ -101,7 +101,7 @@ def load_problems(value: bool | str) -> list[dict[str, Any]]:
         hint = f"run once with the network ({fetch}), or " if not path.exists() else ""
         raise UserError(
             f"decontaminate_humaneval: the HumanEval problems ({source}) could not be loaded ({first_line(exc)}); "
-            f"{hint}set decontaminate_humaneval: false to train without the filter"
+            f"{hint}--set decontaminate_humaneval=false to train without the filter"
         ) from None
     missing = {"prompt", "canonical_solution"} - set(problems.column_names)
     if missing:

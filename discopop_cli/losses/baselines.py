@@ -94,8 +94,8 @@ def bco_pair(
     *,
     beta: float,
 ) -> Tensor:
-    """rc' = beta * (pc - rc); rr' = beta * (pr - rr); delta = running mean of the batch means of (rc', rr');
-    L = -log sig(rc' - delta) - log sig(-(rr' - delta))
+    """uc = beta * (pc - rc); ur = beta * (pr - rr); delta = running mean of the batch means of (uc, ur);
+    L = -log sig(uc - delta) - log sig(-(ur - delta))
 
     In training `delta` runs over the whole run (evaluation batches included, as in TRL 0.9.3), across processes;
     called on its own, as here, it is the batch's own mean (a running mean's first value).

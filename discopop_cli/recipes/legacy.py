@@ -97,7 +97,8 @@ LEGACY_KEYS: dict[str, Translation] = {
     "rpo_alpha": _rpo_alpha,
     "overwrite_output_dir": _dropped("removed; pass --force to replace an existing output directory"),
     "max_completion_length": _dropped(
-        "removed; TRL now truncates prompt+completion together at max_length (prompts first by max_prompt_length)"
+        "removed; with max_prompt_length, answers are cut to max_length - max_prompt_length (TRL 0.8.6's rule), "
+        "else prompt+completion at max_length"
     ),
     "max_target_length": _dropped("removed; TRL now truncates prompt+completion together at max_length"),
     "generate_during_eval": _dropped("removed; TRL 1.x no longer samples completions during evaluation"),

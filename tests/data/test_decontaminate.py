@@ -109,5 +109,5 @@ def test_align_run_filters_and_counts_and_refuses_without_the_set(
     assert result.exit_code == 2
     message = result.output.strip().splitlines()[-1]
     assert message.startswith("error: decontaminate_humaneval: the HumanEval problems (openai_humaneval) could not")
-    assert "set decontaminate_humaneval: false" in message
+    assert "--set decontaminate_humaneval=false" in message
     assert not (tmp_path / "second").exists()

@@ -342,6 +342,8 @@ def test_a_plan_that_does_not_fit_names_a_launch_that_does() -> None:
     run = RunPlan("single", 1, precision, shape, settings, plan_memory(shape, Launch(), settings), "test")
     advice = fit_advice(run, 80 * GB, gpus=1, device_name="NVIDIA H100")
     assert advice.startswith("memory plan: 145.7 GB per device does not fit the 80.0 GB of NVIDIA H100")
+    # On the one GPU there is: a LoRA adapter; over the published run's 8: ZeRO-3.
+    assert "a LoRA adapter (--set use_peft=true --set lora_target_modules=all-linear) needs 19.2 GB" in advice
     assert "--accelerate-config zero3 --num-processes 8 needs 25.4 GB per device" in advice
     assert fit_advice(run, 200 * GB, gpus=1) is None
 
