@@ -7,6 +7,7 @@ report. Where the run's files go is run_directory's concern.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,9 @@ def plan_the_run(recipe: Any, launch: Any, processes: int) -> Any:
     kind = launch_kind(launch or LaunchOptions())
     # FSDP and ZeRO run on GPUs only: on a machine without one, a dry run plans them for the GPUs they will have.
     run = plan_run(recipe, kind, processes, accelerator=accelerator_available() or kind in SHARDED)
-    check_no_accelerator(recipe)
+    if check_no_accelerator(recipe):
+        # accelerate imports DeepSpeed when it is installed; on a CPU it would warn that it fell back to the CPU.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if run.precision.notice:
         notice(f"{recipe.path.name}: {run.precision.notice}")
     advice = check_fits(run)
