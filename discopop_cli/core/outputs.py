@@ -42,7 +42,7 @@ OWN_ENTRIES: dict[str, tuple[str, ...]] = {
     "align": _TRAIN_FILES,
     "merge": _MODEL_FILES,
     "demo": _MODEL_FILES,
-    "eval judge": ("settings.json", "answers", "judgements", "results.json", "*.png"),
+    "eval judge": ("settings.json", "answers", "judgements", "results.json", "alpaca_eval", "mt_bench", "*.png"),
     "discover": ("discover.json", "archive.jsonl", "candidates", "runs", "fitness.png", "plugin-*"),
     "discover export": ("pyproject.toml", "README.md", "discopop_loss_*"),
 }
