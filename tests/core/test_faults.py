@@ -373,9 +373,11 @@ def test_a_judge_that_answers_nothing_exits_1_with_strict_results(tmp_path: Path
     assert "the judge gave no verdict at all (4 failed; the last: the reply has no choices[0].message.content" in line
     results = _strict((run / "results.json").read_text())
     assert results["models"][0]["win_rate"]["value"] is None  # a rate over no verdicts: null, not NaN
-    # What stays is what --resume needs (the answers, the failed calls, the settings), and the inputs are untouched.
+    # What stays is what --resume needs (the answers, also in alpaca_eval's form, the failed calls, the settings), and
+    # the inputs are untouched.
     assert sorted(p.name for p in run.iterdir()) == [
         ".discopop-output.json",
+        "alpaca_eval",
         "answers",
         "judgements",
         "results.json",
