@@ -46,6 +46,11 @@ class DiscoPOPTrainer(trainer_class(DPOTrainer)):
         self.prompts_truncated += truncated
         return dataset
 
+    # -- the reference pass before training: TRL runs it inside its constructor, so the lean head goes on first --
+    def _precompute_ref_logps(self, dataset, name, batch_size):  # noqa: ANN001, ANN202
+        self.use_lean_heads()
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
     # -- the loss ------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):  # noqa: ANN001, ANN202
         if not self.loss_plan.registry:
