@@ -47,20 +47,32 @@ def run_align(
         show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes, loss_plan=loss_plan)
         return
     resume_from = check_run_directory(destination, force=force, resume=resume)
-    _train(recipe, config, model_args, loss_plan, destination, force=force, resume_from=resume_from)
+    _train(
+        recipe, config, model_args, loss_plan, destination, force=force, resume_from=resume_from, processes=processes
+    )
 
 
 def _train(
-    recipe: Any, config: Any, model_args: Any, loss_plan: Any, destination: Path, *, force: bool, resume_from: Any
+    recipe: Any,
+    config: Any,
+    model_args: Any,
+    loss_plan: Any,
+    destination: Path,
+    *,
+    force: bool,
+    resume_from: Any,
+    processes: int = 1,
 ) -> None:
     from trl import get_peft_config, get_quantization_config
 
     from discopop_cli.data import sources as data
     from discopop_cli.train import shared as training
+    from discopop_cli.train import speed
     from discopop_cli.train.discopop_trainer import DiscoPOPTrainer
     from discopop_cli.train.run_directory import publish, run_directory
 
     started = time.monotonic()
+    speed.tune_process()
     training.check_quantization(model_args)
     training.check_model_config(model_args, config)
     training.quiet_library_deprecations()
@@ -73,6 +85,14 @@ def _train(
         train_dataset = data.insert_empty_system_message(train_dataset, tokenizer.chat_template)
         if eval_dataset is not None:
             eval_dataset = data.insert_empty_system_message(eval_dataset, tokenizer.chat_template)
+    for change in (
+        speed.plan_checkpointing(recipe, config, processes),
+        speed.plan_reference_precompute(
+            config, len(train_dataset), recipe_sets_it="precompute_ref_log_probs" in recipe.training
+        ),
+    ):
+        if change:
+            notice(change)
 
     with run_directory(destination, force=force) as final:
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
