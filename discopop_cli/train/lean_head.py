@@ -59,6 +59,7 @@ def use_lean_head(model: Any) -> bool:
     lean = types.FunctionType(code, namespace, fused.__name__, fused.__defaults__, fused.__closure__)
     lean.__kwdefaults__ = fused.__kwdefaults__
     lean.__dict__.update(fused.__dict__)  # keeps __wrapped__: generate() reads the model's signature through it
+    lean.trl_function = getattr(fused, "trl_function", fused)  # TRL's own, for benchmarks that switch back
     model.forward = types.MethodType(lean, model)
     return True
 
