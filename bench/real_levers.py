@@ -46,8 +46,8 @@ def build(model: str, data: str, settings: dict[str, Any], output: str) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.chat_template = settings["chat_template"]
     training = dict(settings["training"])
-    config = DPOConfig(output_dir=output, use_cpu=True, bf16=False, fp16=False, activation_checkpointing=False,
-                       model_init_kwargs={"dtype": "float32", "use_safetensors": True}, **training)  # fmt: skip
+    config = DPOConfig(output_dir=output, activation_checkpointing=False,
+                       model_init_kwargs=settings["model_init_kwargs"], **training)  # fmt: skip
     plan = plan_losses(training["loss_type"], None, training, None)
     return DiscoPOPTrainer(
         model=model,

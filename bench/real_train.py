@@ -35,6 +35,9 @@ LORA_TARGETS = (
     r"(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 )
 COMMON = {
+    "use_cpu": True,
+    "bf16": False,
+    "fp16": False,
     "max_steps": STEPS,
     "max_length": 256,
     "logging_steps": 1,
@@ -77,7 +80,8 @@ def build_model(folder: Path) -> Path:
 def settings_file(folder: Path, task: str) -> Path:
     spec = TASKS[task]
     path = folder / f"{task}-settings.json"
-    body = {"training": spec["training"], "lora": spec["lora"], "chat_template": GEMMA_TEMPLATE, "seed": 42}
+    body = {"training": spec["training"], "lora": spec["lora"], "chat_template": GEMMA_TEMPLATE, "seed": 42,
+            "model_init_kwargs": {"dtype": "float32", "use_safetensors": True}}  # fmt: skip
     path.write_text(json.dumps(body, indent=1))
     return path
 
@@ -108,7 +112,7 @@ def discopop_side(task: str, recipe: Path, output: Path) -> Sample:
     history = json.loads((output / "trainer_state.json").read_text())["log_history"]
     final = next(entry for entry in reversed(history) if "train_runtime" in entry)
     steps = json.loads((output / "trainer_state.json").read_text())["global_step"]
-    sample.extra.update(step_s=final["train_runtime"] / steps)
+    sample.extra.update(step_s=final["train_runtime"] / steps, steps=steps)
     sample.extra.update({f"loss{i}": entry["loss"] for i, entry in enumerate(e for e in history if "loss" in e)})
     return sample
 
@@ -130,6 +134,7 @@ def first_losses(sample: Sample) -> list[float]:
 def pair_rows(task: str, ours: Sample, trl: Sample, target: float) -> list[Row]:
     mine, theirs = first_losses(ours), first_losses(trl)
     gap = max(abs(a - b) for a, b in zip(mine, theirs, strict=True))
+    steps = ours.extra["steps"]
     losses = f"first 3 losses {', '.join(f'{x:.6f}' for x in mine)} vs {', '.join(f'{x:.6f}' for x in theirs)}"
     name = "LoRA on the top 4 of 18 layers, 4 pairs" if task == "align" else "full fine-tune, 2 conversations"
     label = f"{task} on gemma-3-270m ({name}, max_length 256, float32): `discopop {task}` vs plain TRL"
@@ -137,7 +142,7 @@ def pair_rows(task: str, ours: Sample, trl: Sample, target: float) -> list[Row]:
         Row(label, "step time (train_runtime / steps)", ours.extra["step_s"], trl.extra["step_s"], target, "s",
             f"{losses}; largest gap {gap:.1e}"),
         Row(label, "peak RSS", ours.rss_mib, trl.rss_mib, 1.0, "MiB"),
-        Row(label, "whole-process wall time", ours.seconds, trl.seconds, None, "s", f"{STEPS} steps, one model load"),
+        Row(label, "whole-process wall time", ours.seconds, trl.seconds, None, "s", f"{steps} steps, one model load"),
     ]  # fmt: skip
 
 
@@ -155,6 +160,9 @@ def lever_rows(model: Path, folder: Path, settings: Path) -> list[Row]:
 def rows(settings: Settings) -> list[Row]:
     folder = settings.workdir / "real"
     folder.mkdir(parents=True, exist_ok=True)
+    if settings.quick:  # a smoke test: one step a side
+        for spec in TASKS.values():
+            spec["training"]["max_steps"] = 1
     model = build_model(settings.workdir)
     found: list[Row] = []
     targets = {"align": 0.3, "sft": 0.9}
