@@ -55,7 +55,6 @@ def install_missing(wheels: Path | None) -> None:
 def derived_recipe(model: Path, steps: int, output: Path) -> dict:
     """recipes/zephyr-7b-gemma.yaml with gemma-3-270m, the shipped preference pairs and `steps` steps."""
     import yaml
-
     from real_train import GEMMA_TEMPLATE  # bench/ is on sys.path
 
     recipe = {k: v for k, v in yaml.safe_load(RECIPE.read_text()).items() if k not in NOT_HERE}
