@@ -51,6 +51,12 @@ class DiscoPOPTrainer(trainer_class(DPOTrainer)):
         self.use_lean_heads()
         return super()._precompute_ref_logps(dataset, name, batch_size)
 
+    def compute_ref_log_probs(self, model, inputs):  # noqa: ANN001, ANN201
+        from discopop_cli.train.lean_head import log_probs_only
+
+        with log_probs_only():
+            return super().compute_ref_log_probs(model, inputs)
+
     # -- the loss ------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):  # noqa: ANN001, ANN202
         if not self.loss_plan.registry:

@@ -28,7 +28,9 @@ Log-probabilities and gradients equal TRL's to float rounding (tests/train/test_
 
 from __future__ import annotations
 
+import contextlib
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -38,6 +40,9 @@ import torch
 # machine (threads waiting on each other) 1024 x 8192 was 2-3x faster per step than 256 x 2048.
 TOKEN_TILE = 1024
 VOCAB_TILE = 8192
+
+# What TRL 1.16's DPOTrainer asks of the policy's fused head (dpo_trainer.py, without WPO's log_sum_sq_probs).
+TRL_POLICY_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
 # The module globals TRL 1.16's fused forward reads to choose the compact path and the kernel.
 _TRL_KERNEL_NAME = "_ChunkedLogProbFunction"
@@ -77,13 +82,28 @@ def _triton_device(device: torch.device) -> bool:
 class LeanHeadDispatch:
     """Stands where TRL's forward calls `_ChunkedLogProbFunction.apply`: TRL's kernel on Triton devices, else ours."""
 
+    log_probs_only = False  # set by `log_probs_only()` around reference passes, whose metrics nobody reads
+
     @staticmethod
     def apply(hidden: torch.Tensor, *args: Any) -> tuple[torch.Tensor | None, ...]:
+        if LeanHeadDispatch.log_probs_only:
+            args = (*args[:-1], ("log_probs",))  # `outputs`, TRL's last argument
         if _triton_device(hidden.device):
             from trl.kernels import ChunkedLogProbFunction
 
             return ChunkedLogProbFunction.apply(hidden, *args)
         return LeanLogProbs.apply(hidden, *args)
+
+
+@contextlib.contextmanager
+def log_probs_only() -> Iterator[None]:
+    """Within it, the lean head computes log-probabilities only: for reference passes (TRL reads `.log_probs` of
+    them), which with LoRA run the policy's own forward, entropy and top-1 included, with the adapter off."""
+    LeanHeadDispatch.log_probs_only = True
+    try:
+        yield
+    finally:
+        LeanHeadDispatch.log_probs_only = False
 
 
 class _Tiles:

@@ -153,16 +153,20 @@ def _step(trainer: Any) -> tuple[float, dict[str, torch.Tensor], dict[str, float
 
 
 def test_trainer_equals_trl_fused_head(align_trainers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    scored: list[int] = []
+    scored: list[tuple[int, tuple[str, ...]]] = []
     apply = lean_head.LeanLogProbs.apply
-    monkeypatch.setattr(
-        lean_head.LeanLogProbs, "apply", lambda hidden, *a: scored.append(len(hidden)) or apply(hidden, *a)
-    )
+
+    def spy(hidden: torch.Tensor, *args: Any) -> Any:
+        scored.append((len(hidden), args[-1]))
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(lean_head.LeanLogProbs, "apply", spy)
 
     loss, grads, metrics = _step(align_trainers["lean"])
     batch = next(iter(align_trainers["lean"].get_train_dataloader()))
     completion_tokens = int(batch["completion_mask"][:, 1:].sum())
-    assert scored == [completion_tokens, completion_tokens]  # policy and reference, completion positions only
+    # The reference (log-probs only) and the policy (with the metrics TRL logs), at the completion positions only.
+    assert scored == [(completion_tokens, ("log_probs",)), (completion_tokens, lean_head.TRL_POLICY_OUTPUTS)]
     assert completion_tokens < batch["completion_mask"][:, 1:].numel()
 
     trl_loss, trl_grads, trl_metrics = _step(align_trainers["trl"])
