@@ -40,6 +40,10 @@ import torch
 # machine (threads waiting on each other) 1024 x 8192 was 2-3x faster per step than 256 x 2048.
 TOKEN_TILE = 1024
 VOCAB_TILE = 8192
+# A forward that will be differentiated keeps its logits (float32) for the backward when they fit in this many bytes
+# and one token tile: the backward then skips recomputing them, one of its three matrix products. 512 MiB holds 512
+# positions of a 262k-token vocabulary; above it the backward recomputes, as TRL's does.
+KEEP_LOGITS_BYTES = 512 * 2**20
 
 # What TRL 1.16's DPOTrainer asks of the policy's fused head (dpo_trainer.py, without WPO's log_sum_sq_probs).
 TRL_POLICY_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
@@ -92,7 +96,7 @@ class LeanHeadDispatch:
             from trl.kernels import ChunkedLogProbFunction
 
             return ChunkedLogProbFunction.apply(hidden, *args)
-        return LeanLogProbs.apply(hidden, *args)
+        return LeanLogProbs.apply(hidden, *args, torch.is_grad_enabled())
 
 
 @contextlib.contextmanager
@@ -116,20 +120,21 @@ class _Tiles:
         rows, cols = min(hidden.shape[0], TOKEN_TILE), min(weight.shape[0], VOCAB_TILE)
         self.buffer = torch.empty((rows, cols), device=hidden.device, dtype=torch.float32)
         self.product = (
-            self.buffer
+            None
             if self.compute_dtype == torch.float32
             else torch.empty((rows, cols), device=hidden.device, dtype=self.compute_dtype)
         )
         self.tanh = torch.empty_like(self.buffer) if self.softcap is not None else None
 
-    def logits(self, hidden_rows: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        """z for rows x [start, end); with soft-capping, `self.tanh` keeps t = tanh(scale * y / cap) for the backward."""
+    def logits(self, hidden_rows: torch.Tensor, start: int, end: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """z for rows x [start, end), in `out` or the reused buffer; with soft-capping, `self.tanh` keeps
+        t = tanh(scale * y / cap) for the backward."""
         n, width = hidden_rows.shape[0], end - start
-        product = self.product[:n, :width]
+        tile = self.buffer[:n, :width] if out is None else out
+        product = tile if self.compute_dtype == torch.float32 else self.product[:n, :width]
         torch.mm(hidden_rows, self.weight[start:end].to(self.compute_dtype).t(), out=product)
         if self.bias is not None:
             product.add_(self.bias[start:end].to(self.compute_dtype))
-        tile = self.buffer[:n, :width]
         if product is not tile:
             tile.copy_(product)
         if self.scale != 1.0:
@@ -158,9 +163,11 @@ class LeanLogProbs(torch.autograd.Function):
         final_logit_softcapping: float | None = None,
         logit_scale: float = 1.0,
         outputs: tuple[str, ...] = ("log_probs",),
+        keep_logits: bool = False,  # keep the logits for the backward instead of recomputing them (see KEEP_LOGITS)
     ) -> tuple[torch.Tensor | None, ...]:
         ctx.set_materialize_grads(False)
         device, (n_tokens, vocab) = hidden.device, (hidden.shape[0], weight.shape[0])
+        keep_logits = keep_logits and n_tokens <= TOKEN_TILE and n_tokens * vocab * 4 <= KEEP_LOGITS_BYTES
         autocast = torch.is_autocast_enabled(device.type)
         settings = {
             "compute_dtype": torch.get_autocast_dtype(device.type) if autocast else hidden.dtype,
@@ -179,7 +186,8 @@ class LeanLogProbs(torch.autograd.Function):
         argmax = torch.empty(n_tokens, device=device, dtype=torch.long) if want_top1 else None
         target_logit = torch.empty_like(running_max)
         tiles = _Tiles(hidden, weight, bias, settings)
-        exp_buffer = torch.empty_like(tiles.buffer) if (want_entropy or want_sq) else None
+        kept: list[torch.Tensor | None] = []
+        exp_buffer = torch.empty_like(tiles.buffer) if (want_entropy or want_sq or keep_logits) else None
 
         for row_start in range(0, n_tokens, TOKEN_TILE):
             rows = slice(row_start, min(row_start + TOKEN_TILE, n_tokens))
@@ -188,7 +196,11 @@ class LeanLogProbs(torch.autograd.Function):
             m, s = running_max[rows], sum_exp[rows]
             for start in range(0, vocab, VOCAB_TILE):
                 end = min(start + VOCAB_TILE, vocab)
-                tile = tiles.logits(hidden_rows, start, end)
+                out = None
+                if keep_logits:
+                    out = torch.empty((rows.stop - rows.start, end - start), device=device, dtype=torch.float32)
+                    kept.append(out)
+                tile = tiles.logits(hidden_rows, start, end, out)
                 if want_mean:
                     z_sum[rows] += tile.sum(-1)
                 here = (row_targets >= start) & (row_targets < end)
@@ -205,14 +217,15 @@ class LeanLogProbs(torch.autograd.Function):
                     # strictly greater: on a tie the earlier (first) maximum stays, as argmax and TRL's kernel do
                     tile_arg += start
                     argmax[rows] = tile_arg if first else torch.where(tile_max > m, tile_arg, argmax[rows])
-                tile.sub_(new_m.unsqueeze(1))  # d = z - m'
+                # d = z - m', in place unless the logits are kept
+                d = tile.sub_(new_m.unsqueeze(1)) if out is None else torch.sub(tile, new_m.unsqueeze(1), out=tiles.buffer[: tile.shape[0], : tile.shape[1]])  # fmt: skip
                 if exp_buffer is None:
-                    chunk_sum = tile.exp_().sum(-1)
+                    chunk_sum = d.exp_().sum(-1)
                 else:
-                    e = torch.exp(tile, out=exp_buffer[: tile.shape[0], : tile.shape[1]])
+                    e = torch.exp(d, out=exp_buffer[: d.shape[0], : d.shape[1]])
                     chunk_sum = e.sum(-1)
                     if want_entropy:
-                        chunk_centred = torch.einsum("ij,ij->i", e, tile)
+                        chunk_centred = torch.einsum("ij,ij->i", e, d)
                     if want_sq:
                         chunk_sq = e.square_().sum(-1)
                 if first:
@@ -241,6 +254,7 @@ class LeanLogProbs(torch.autograd.Function):
 
         ctx.save_for_backward(hidden, weight, bias, targets, log_z, log_z if entropy is None else entropy)
         ctx.settings = settings
+        ctx.kept = kept or None  # used, and dropped tile by tile, by the first backward
         ctx.mark_non_differentiable(*(x for x in (log_sum_sq_probs, mean_logits, is_top1) if x is not None))
         return log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1
 
@@ -259,6 +273,7 @@ class LeanLogProbs(torch.autograd.Function):
             grad_weight = torch.empty(weight.shape, device=weight.device, dtype=f32) if needs_weight else None
             grad_bias = torch.zeros(bias.shape, device=bias.device, dtype=f32) if needs_bias else None
             tiles = _Tiles(hidden, weight, bias, settings)
+            kept, ctx.kept = ctx.kept, None  # a second backward (retain_graph) recomputes
             g = grad_log_probs.float() if grad_log_probs is not None else None
             g_h = grad_entropy.float() if grad_entropy is not None else None
             for row_start in range(0, n_tokens, TOKEN_TILE):
@@ -266,9 +281,14 @@ class LeanLogProbs(torch.autograd.Function):
                 hidden_rows = hidden[rows].to(settings["compute_dtype"])
                 hidden_f32 = hidden_rows.float()
                 row_targets = targets[rows]
-                for start in range(0, vocab, VOCAB_TILE):
+                for index, start in enumerate(range(0, vocab, VOCAB_TILE)):
                     end = min(start + VOCAB_TILE, vocab)
-                    tile = tiles.logits(hidden_rows, start, end)
+                    if kept is None:
+                        tile = tiles.logits(hidden_rows, start, end)
+                    else:
+                        tile, kept[index] = kept[index], None
+                        if tiles.softcap is not None:  # t = z / (cap / temperature), as logits() would leave it
+                            torch.mul(tile, 1.0 / (tiles.softcap * tiles.inv_t), out=tiles.tanh[: tile.shape[0], : tile.shape[1]])  # fmt: skip
                     _logits_grad_in_place(tile, tiles, log_z[rows], entropy[rows], row_targets, start, end, g, g_h,
                                           rows)  # fmt: skip
                     weight_rows = weight[start:end].float()
@@ -290,6 +310,7 @@ class LeanLogProbs(torch.autograd.Function):
             grad_hidden.to(hidden.dtype) if grad_hidden is not None else None,
             grad_weight.to(weight.dtype) if grad_weight is not None else None,
             grad_bias.to(bias.dtype) if grad_bias is not None else None,
+            None,
             None,
             None,
             None,

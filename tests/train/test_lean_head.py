@@ -30,13 +30,14 @@ def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _run(function: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-         *, temperature: float, softcap: float | None, scale: float, entropy_grad: bool) -> dict[str, torch.Tensor]:  # fmt: skip
+         *, temperature: float, softcap: float | None, scale: float, entropy_grad: bool,
+         keep: tuple[bool, ...] = ()) -> dict[str, torch.Tensor]:  # fmt: skip
     hidden = hidden.clone().requires_grad_()
     weight = weight.clone().requires_grad_()
     bias = bias.clone().requires_grad_() if bias is not None else None
     outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
     log_probs, entropy, _, mean_logits, is_top1 = function.apply(
-        hidden, weight, bias, targets, temperature, 32768, softcap, scale, outputs
+        hidden, weight, bias, targets, temperature, 32768, softcap, scale, outputs, *keep
     )
     weights = torch.linspace(0.5, 1.5, len(targets))  # a loss that weighs each token differently
     loss = (weights * log_probs).sum() + (0.3 * entropy.sum() if entropy_grad else 0.0)
@@ -55,13 +56,19 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("keep", [False, True], ids=["recomputed", "kept"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_kernel_equals_trl_fused_head(small_tiles: None, case: str) -> None:
+def test_kernel_equals_trl_fused_head(
+    small_tiles: None, case: str, keep: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways the backward gets its logits: recomputed tile by tile, or kept from the forward."""
     from trl.kernels import ChunkedLogProbFunction
 
     settings = dict(CASES[case])
     generator = torch.Generator().manual_seed(0)
     tokens, width, vocab = 50, 24, 300  # 4 token tiles x 5 vocabulary tiles, the last ones partial
+    if keep:
+        monkeypatch.setattr(lean_head, "TOKEN_TILE", 64)  # logits are kept for one token tile only
     hidden = torch.randn(tokens, width, generator=generator)
     weight = torch.randn(vocab, width, generator=generator)
     weight[7] = weight[3]  # tied logits: rows 3 and 7 score alike, so top-1 must pick the first
@@ -72,7 +79,7 @@ def test_kernel_equals_trl_fused_head(small_tiles: None, case: str) -> None:
     hidden[:4] = weight[3] * 0.5  # tokens whose argmax is 3 (and 7): targets 3, 7 and 200 test the tie rule
     targets[:4] = torch.tensor([3, 7, 200, 3])
     theirs = _run(ChunkedLogProbFunction, hidden, weight, bias, targets, **settings)
-    ours = _run(lean_head.LeanLogProbs, hidden, weight, bias, targets, **settings)
+    ours = _run(lean_head.LeanLogProbs, hidden, weight, bias, targets, **settings, keep=(keep,))
 
     assert torch.equal(ours["is_top1"], theirs["is_top1"])
     assert ours["is_top1"][:4].tolist() == [True, False, False, True]
@@ -157,7 +164,7 @@ def test_trainer_equals_trl_fused_head(align_trainers: Any, monkeypatch: pytest.
     apply = lean_head.LeanLogProbs.apply
 
     def spy(hidden: torch.Tensor, *args: Any) -> Any:
-        scored.append((len(hidden), args[-1]))
+        scored.append((len(hidden), args[7]))  # `outputs`
         return apply(hidden, *args)
 
     monkeypatch.setattr(lean_head.LeanLogProbs, "apply", spy)
