@@ -213,7 +213,9 @@ def plan_checkpointing(recipe: Any, config: Any, processes: int) -> str | None:
     """Apply `checkpointing_plan` to `config` from the run's memory plan; the notice when it changed the setting."""
     import torch
 
-    setting = recipe.training.get("activation_checkpointing", config.activation_checkpointing)
+    setting = recipe.extras.get("activation_checkpointing") or recipe.training.get(
+        "activation_checkpointing", config.activation_checkpointing
+    )
     on_gpu = torch.cuda.is_available() and not config.use_cpu
     if not enabled("checkpointing") or (on_gpu and setting != "auto"):
         return None

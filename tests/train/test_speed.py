@@ -52,6 +52,18 @@ def test_checkpointing_plan() -> None:
     assert plan(False, on_gpu=False, step_bytes_without=None, available_bytes=20 * GB).on is False
 
 
+def test_recipe_may_say_auto(tmp_path: Path, tiny_model_dir: Path, tiny_dataset_path: Path) -> None:
+    from discopop_cli.recipes.load import load_recipe
+
+    recipe_path = _recipe(tmp_path, tiny_model_dir, tiny_dataset_path)
+    recipe_path.write_text(recipe_path.read_text() + "gradient_checkpointing: auto\nuse_cpu: true\nbf16: false\n")
+    recipe = load_recipe(recipe_path, "align", quiet=True)
+    assert recipe.extras["activation_checkpointing"] == "auto" and "activation_checkpointing" not in recipe.training
+    config = recipe.training_config()
+    assert speed.plan_checkpointing(recipe, config, 1) is not None  # the plan decided: off, from TRL's default on
+    assert config.activation_checkpointing is False
+
+
 def _config(**values: object) -> SimpleNamespace:
     base = dict(precompute_ref_log_probs=False, sync_ref_model=False, num_train_epochs=3.0, max_steps=-1,
                 per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=1)  # fmt: skip
