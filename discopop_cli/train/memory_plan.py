@@ -2,8 +2,8 @@
 
 One pure function, `plan_memory(shape, launch, settings)`, and the dataclasses it reads; `ModelShape.from_config`
 reads a transformers `config.json` (as a dict). No torch import: `discopop align|sft --dry-run` prints the plan, a
-run checks it against the GPU before loading, and the CPU path can read `activations` with and without
-checkpointing to decide on activation checkpointing.
+run checks it against the GPU before loading, and a caller deciding on activation checkpointing can compare
+`MemoryPlan.activations_full` with `activations_checkpointed` (both are always computed).
 
 Model states, per device, for P parameters (the trainable ones, T = P without LoRA), N processes, and L the
 largest single module (the embedding, for most LLMs), in bytes:

@@ -133,28 +133,26 @@ def check_fits(run: RunPlan) -> str | None:
 
 
 def fit_advice(run: RunPlan, device_bytes: int, gpus: int, device_name: str = "this GPU") -> str | None:
-    """None when the plan fits `device_bytes`; else what does not fit and the first launch that would."""
+    """None when the plan fits `device_bytes`; else what does not fit and launches that would: sharded over the
+    GPUs here, a LoRA adapter on them, or sharded over 8 GPUs (the published run's count)."""
     if run.memory is None or run.shape is None or run.settings is None or run.memory.total <= device_bytes:
         return None
-    need = memory.gigabytes(run.memory.total)
-    have = memory.gigabytes(device_bytes)
     shape, settings = run.shape, run.settings
-    counts = sorted({n for n in (gpus, 8) if n > 1})
-    for count in counts:
-        for kind, option in (("zero3", "zero3"), ("fsdp", "fsdp")):
+    options: list[str] = []
+    for count in sorted({n for n in (gpus, 8) if n > 1}):
+        for kind in ("zero3", "fsdp"):
             plan = memory.plan_memory(shape, memory.Launch(kind, count), settings)
             if plan.total <= device_bytes:
-                return (
-                    f"memory plan: {need} per device does not fit the {have} of {device_name}; "
-                    f"--accelerate-config {option} --num-processes {count} needs "
-                    f"{memory.gigabytes(plan.total)} per device"
+                options.append(
+                    f"--accelerate-config {kind} --num-processes {count} needs {memory.gigabytes(plan.total)} per device"
                 )
+                break
     if not settings.lora_parameters:
         lora = replace(settings, lora_parameters=shape.lora_parameters(16, "all-linear"), reference_model=False)
         plan = memory.plan_memory(shape, memory.Launch(run.kind, run.processes), lora)
         if plan.total <= device_bytes:
-            return (
-                f"memory plan: {need} per device does not fit the {have} of {device_name}; a LoRA adapter "
-                f"(use_peft: true, lora_r: 16, lora_target_modules: all-linear) needs {memory.gigabytes(plan.total)}"
-            )
-    return f"memory plan: {need} per device does not fit the {have} of {device_name}, nor does any launch tried"
+            option = "a LoRA adapter (--set use_peft=true --set lora_target_modules=all-linear)"
+            options.insert(1 if gpus > 1 and options else 0, f"{option} needs {memory.gigabytes(plan.total)}")
+    need, have = memory.gigabytes(run.memory.total), memory.gigabytes(device_bytes)
+    fits = "; ".join(options[:2]) if options else "nor does any launch tried"
+    return f"memory plan: {need} per device does not fit the {have} of {device_name}; {fits}"
