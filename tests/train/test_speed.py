@@ -112,12 +112,12 @@ ALLOCATOR_PROBE = textwrap.dedent(
     from discopop_cli.train import speed
     done = speed.keep_freed_memory()
     faults = []
-    for step in range(3):  # one "training step": 256 MiB written, then freed
+    for step in range(4):  # one "training step": 256 MiB written, then freed
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         block = torch.ones(64 * 2**20)
         del block
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    print(done, faults[-1])
+    print(done, min(faults[1:]))
     """
 )
 
@@ -133,7 +133,9 @@ def test_allocator_keeps_freed_memory(repo_root: Path) -> None:
     kept, faults_kept = probe("")
     plain, faults_plain = probe("allocator")
     assert kept.startswith("malloc keeps freed memory") and plain == "None"
-    assert faults_plain > 30_000  # 65,536 pages of 4 KiB faulted in again by every step
+    # The fewest faults of steps 2-4: the kernel may reclaim idle kept pages now and then (this VM runs DAMON), but
+    # without the lever every step faults its 65,536 pages of 4 KiB in again.
+    assert faults_plain > 30_000
     assert faults_kept < 1_000
 
 
