@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +74,10 @@ def derived_recipe(model: Path, steps: int, output: Path) -> dict:
 def plain_settings(recipe_path: Path) -> dict:
     """The resolved recipe (TRL's field names, as `discopop align` hands them to DPOConfig) for the plain script."""
     from discopop_cli.recipes.load import load_recipe
+    from discopop_cli.train.launch import resolve_processes
 
-    recipe = load_recipe(recipe_path, "align", overrides=[], output_dir=None)
+    recipe = load_recipe(recipe_path, "align", overrides=[], output_dir=None, quiet=True)
+    resolve_processes(recipe, None)  # the recipe's global batch as gradient accumulation on this one GPU
     training = {k: v for k, v in recipe.training.items() if k not in ("output_dir", "max_prompt_length")}
     dtype = recipe.model.get("dtype") or recipe.model.get("torch_dtype") or "bfloat16"
     return {"training": training, "lora": None, "chat_template": recipe.extras["chat_template"], "seed": 42,
@@ -115,7 +118,8 @@ def line(name: str, side: dict) -> str:
     tokens_s = side["num_tokens"] / side["train_runtime"] if side["train_runtime"] else float("nan")
     losses = ", ".join(f"{x:.5f}" for x in side["losses"][:5])
     return (f"{name:>8}: {tokens_s:,.0f} tokens/s, {side['train_runtime'] / side['steps']:.2f} s/step, "
-            f"peak {side.get('peak_gpu_mib', float('nan')):,.0f} MiB, losses {losses} ...")  # fmt: skip
+            f"peak {side.get('peak_gpu_mib', float('nan')):,.0f} MiB, whole process {side['wall_s']:.0f} s "
+            f"(reference log-probs precomputed before train_runtime where discopop chose to), losses {losses} ...")  # fmt: skip
 
 
 def main() -> None:
@@ -148,8 +152,12 @@ def main() -> None:
     settings_path = args.workdir / "zephyr-gemma3-270m-settings.json"
     settings_path.write_text(json.dumps(plain_settings(recipe_path), indent=1))
 
+    started = time.perf_counter()
     plain = run_plain(model, settings_path, args.workdir / "out-trl")
+    plain["wall_s"] = time.perf_counter() - started
+    started = time.perf_counter()
     ours = run_ours(recipe_path, args.workdir / "out-discopop")
+    ours["wall_s"] = time.perf_counter() - started
     print(line("discopop", ours))
     print(line("trl", plain))
     ratio = (ours["train_runtime"] / ours["num_tokens"]) / (plain["train_runtime"] / plain["num_tokens"])
