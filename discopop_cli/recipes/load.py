@@ -302,6 +302,8 @@ def load_recipe(
     model = {k: v for k, v in raw.items() if k in model_keys}
     training = {k: v for k, v in raw.items() if k in training_keys}
     extras = {k: v for k, v in raw.items() if k in project_keys}
+    if training.get("activation_checkpointing") == "auto":  # decided by the memory plan at start (train/speed.py)
+        extras["activation_checkpointing"] = training.pop("activation_checkpointing")
     from trl import ModelConfig
 
     check_types(path.name, model, type_hints(ModelConfig))

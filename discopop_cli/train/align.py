@@ -79,10 +79,12 @@ def _train(
     from discopop_cli.core.faults import disk_space
     from discopop_cli.data import sources as data
     from discopop_cli.train import shared as training
+    from discopop_cli.train import speed
     from discopop_cli.train.discopop_trainer import DiscoPOPTrainer
     from discopop_cli.train.run_directory import publish, run_directory
 
     started = time.monotonic()
+    speed.tune_process()
     training.check_quantization(model_args)
     training.check_model_config(model_args, config)
     training.quiet_library_deprecations()
@@ -96,6 +98,14 @@ def _train(
         train_dataset = data.insert_empty_system_message(train_dataset, tokenizer.chat_template)
         if eval_dataset is not None:
             eval_dataset = data.insert_empty_system_message(eval_dataset, tokenizer.chat_template)
+    for change in (
+        speed.plan_checkpointing(recipe, config, run.processes),
+        speed.plan_reference_precompute(
+            config, len(train_dataset), recipe_sets_it="precompute_ref_log_probs" in recipe.training
+        ),
+    ):
+        if change:
+            notice(change)
 
     with (
         disk_space(destination, training.output_bytes(model_args), "the trained model"),

@@ -55,6 +55,17 @@ class DiscoPOPTrainer(trainer_class(DPOTrainer)):
         self.answers_truncated += sum(dataset["answers_cut"])
         return dataset.remove_columns(["prompt_cut", "answers_cut"])
 
+    # -- the reference pass before training: TRL runs it inside its constructor, so the lean head goes on first --
+    def _precompute_ref_logps(self, dataset, name, batch_size):  # noqa: ANN001, ANN202
+        self.use_lean_heads()
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    def compute_ref_log_probs(self, model, inputs):  # noqa: ANN001, ANN201
+        from discopop_cli.train.lean_head import log_probs_only
+
+        with log_probs_only():
+            return super().compute_ref_log_probs(model, inputs)
+
     # -- the loss ------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):  # noqa: ANN001, ANN202
         if not self.loss_plan.registry:

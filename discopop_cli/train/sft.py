@@ -59,7 +59,7 @@ def run_sft(
         return
     with run_lock(destination, "sft"):
         resume_from = check_run_directory(destination, force=force, resume=resume)
-        _train(recipe, config, model_args, destination, force=force, resume_from=resume_from)
+        _train(recipe, config, model_args, destination, force=force, resume_from=resume_from, processes=processes)
 
 
 def _read_template_file(recipe: Any) -> None:
@@ -188,15 +188,19 @@ def _load_data(recipe: Any, config: Any, tokenizer: Any) -> tuple[Any, Any]:
     return decontaminate(recipe, "sft", train_dataset, eval_dataset)
 
 
-def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, force: bool, resume_from: Any) -> None:
+def _train(
+    recipe: Any, config: Any, model_args: Any, destination: Path, *, force: bool, resume_from: Any, processes: int = 1
+) -> None:
     from trl import SFTTrainer, get_peft_config
 
     from discopop_cli.core.faults import disk_space
     from discopop_cli.train import shared as training
+    from discopop_cli.train import speed
     from discopop_cli.train.chat_tokens import fit_template_tokens, trainable_token_indices
     from discopop_cli.train.run_directory import publish, run_directory
 
     started = time.monotonic()
+    speed.tune_process()
     training.check_quantization(model_args)
     training.check_model_config(model_args, config)
     training.quiet_library_deprecations()
@@ -205,6 +209,9 @@ def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, forc
     _check_assistant_masks(tokenizer, config)
     train_dataset, eval_dataset = _load_data(recipe, config, tokenizer)
 
+    checkpointing = speed.plan_checkpointing(recipe, config, processes)
+    if checkpointing:
+        notice(checkpointing)
     model = _load_model(model_args, config)
     fit = fit_template_tokens(model, tokenizer)
     if fit.summary():

@@ -229,7 +229,8 @@ def check_quantization(model_args: Any) -> None:
 
 
 def trainer_class(base: type) -> type:
-    """TRL's `base` trainer as discopop runs it: with the non-finite guard, and without TRL's mid-run card.
+    """TRL's `base` trainer as discopop runs it: with the non-finite guard, the lean LM head, and without TRL's
+    mid-run card.
 
     TRL writes a README.md into output_dir at every checkpoint; in a run directory that would look like a finished
     model. discopop writes its own card once, when the model it describes is complete.
@@ -237,6 +238,22 @@ def trainer_class(base: type) -> type:
     from discopop_cli.train.guard import guarded
 
     class RunTrainer(guarded(base)):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.use_lean_heads()
+
+        def use_lean_heads(self) -> None:
+            """The lean LM head (lean_head.py) on the policy and the reference, once TRL has patched them."""
+            from discopop_cli.train.lean_head import use_lean_head
+            from discopop_cli.train.speed import enabled
+
+            if not enabled("lean-head"):
+                return
+            for model in (self.model, getattr(self, "ref_model", None)):
+                if model is not None:
+                    model = self.accelerator.unwrap_model(model)
+                    use_lean_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
+
         def create_model_card(self, *args: Any, **kwargs: Any) -> None:
             return None
 
