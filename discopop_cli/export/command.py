@@ -307,9 +307,9 @@ def run_export(
         size = _human_size(gguf_path.stat().st_size)
         line = f"exported: {gguf_path} ({spec.label}, {size})" + (took if spec == quants[-1] else "")
         out.print(line, highlight=False, soft_wrap=True)
-    for spec, gguf_path in gguf_paths.items():
-        modelfile_path = gguf_path.parent / _modelfile_name(spec, len(quants) > 1)
-        notice(f"run it in Ollama: ollama create {model_name} -f {modelfile_path}")
+    first_modelfile = first_path.parent / _modelfile_name(quants[0], len(quants) > 1)
+    others = " (Modelfile.TYPE for each of the others)" if len(quants) > 1 else ""
+    notice(f"run it in Ollama: ollama create {model_name} -f {first_modelfile}{others}")
 
     if verify:
         from discopop_cli.export.verify import verify_exports

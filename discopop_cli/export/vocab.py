@@ -129,7 +129,7 @@ def _added_tokens(tokenizer_json: dict[str, Any], tokenizer_config: dict[str, An
     `▁` (Gemma's runs of spaces, "▁▁" ...) matches raw spaces; llama.cpp matches user-defined tokens on raw text, so
     its GGUF text has the spaces back, as llama.cpp's own converter writes it.
     """
-    spaces_as_metaspace = '"content": "\u2581"' in json.dumps(tokenizer_json.get("normalizer"))
+    spaces_as_metaspace = '"content": "\u2581"' in json.dumps(tokenizer_json.get("normalizer"), ensure_ascii=False)
     if tokenizer_json.get("added_tokens"):
         found = []
         for token in tokenizer_json["added_tokens"]:

@@ -391,7 +391,7 @@ def test_several_quants_from_one_conversion_into_one_folder(llama_bpe_dir: Path,
     assert sorted(p.name for p in folder.iterdir()) == [
         "LICENSE", "Modelfile.F16", "Modelfile.Q8_0", "tiny-F16.gguf", "tiny-Q8_0.gguf",
     ]  # fmt: skip
-    assert f"exported: {folder / 'tiny-Q8_0.gguf'} (Q8_0," in output and f"-f {folder / 'Modelfile.F16'}" in output
+    assert f"exported: {folder / 'tiny-Q8_0.gguf'} (Q8_0," in output and f"-f {folder / 'Modelfile.Q8_0'} (" in output
     assert fields(folder / "tiny-F16.gguf")["general.file_type"] == LlamaFileType.MOSTLY_F16
     assert "FROM ./tiny-Q8_0.gguf\n" in (folder / "Modelfile.Q8_0").read_text()
     license_text = "SPDX-License-Identifier: Apache-2.0\nhttps://spdx.org/licenses/Apache-2.0.html"
