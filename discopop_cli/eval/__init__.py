@@ -10,6 +10,7 @@
 - `results`: `eval_results.json` and the model card's `model-index`, kept beside the model, earlier results kept.
 - `judge/`: answers for a prompt set, a pairwise or single-answer LLM judge over them, and the statistics
   (bootstrap intervals, a length-controlled win rate, per-category tables, a bar chart): `discopop eval judge`.
+- `cli`: the Typer definitions of `discopop eval` (prefs, tasks, judge).
 
 May import: train, recipes, data, losses, core.
 """

@@ -12,7 +12,7 @@ Modules, in the order an export uses them:
 - `verify`: llama.cpp against transformers on chat prompts.
 - `command`: the `export` command itself.
 - `convert`: the GGUF file written (numpy quantization, or llama.cpp's for k-quants).
-- `chat_turn`: one chat turn through llama.cpp (`python -m discopop_cli.export.chat_turn`), for the demo.
+- `cli`: the Typer definition of `discopop export`.
 - `progress`: the export's progress bar.
 
 May import: core.

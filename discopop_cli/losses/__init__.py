@@ -6,43 +6,43 @@
 - `registry`: names, aliases, `register_loss`, entry-point plugins, TRL's own loss types.
 - `user`: `package.module:function` losses, in the standard or the paper's `f(self, ...)` form.
 - `command`: `discopop losses` (list, `--json`, `--plot`).
+- `cli`: its Typer definition.
 
 The public API for plugins is re-exported here: `from discopop_cli.losses import register_loss`.
 
 May import: core.
 """
 
-from discopop_cli.losses.paper import aqfl, aql, cell, dbaql, discopop, padll, pfl
-from discopop_cli.losses.registry import (
-    PLUGIN_GROUP,
-    TRL_LOSS_TYPES,
-    get_loss,
-    get_spec,
-    is_trl_loss,
-    list_losses,
-    register_loss,
-    unregister_loss,
-)
-from discopop_cli.losses.spec import BUILTIN_SOURCE, STANDARD_ARGS, LossFn, LossSpec
+from __future__ import annotations
 
-__all__ = [
-    "BUILTIN_SOURCE",
-    "PLUGIN_GROUP",
-    "STANDARD_ARGS",
-    "TRL_LOSS_TYPES",
-    "LossFn",
-    "LossSpec",
-    "aqfl",
-    "aql",
-    "cell",
-    "dbaql",
-    "discopop",
-    "get_loss",
-    "get_spec",
-    "is_trl_loss",
-    "list_losses",
-    "padll",
-    "pfl",
-    "register_loss",
-    "unregister_loss",
-]
+import importlib
+from typing import Any
+
+# The public API is imported on first use (PEP 562), so `import discopop_cli.losses.cli` does not load torch and
+# `discopop losses --help` stays fast; `from discopop_cli.losses import register_loss` works as before.
+_EXPORTS = {
+    **dict.fromkeys(("aqfl", "aql", "cell", "dbaql", "discopop", "padll", "pfl"), "paper"),
+    **dict.fromkeys(
+        (
+            "PLUGIN_GROUP",
+            "TRL_LOSS_TYPES",
+            "get_loss",
+            "get_spec",
+            "is_trl_loss",
+            "list_losses",
+            "register_loss",
+            "unregister_loss",
+        ),
+        "registry",
+    ),
+    **dict.fromkeys(("BUILTIN_SOURCE", "STANDARD_ARGS", "LossFn", "LossSpec"), "spec"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

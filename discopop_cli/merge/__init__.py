@@ -5,6 +5,7 @@
 - `plan`: every output tensor worked out and checked before a byte is written.
 - `safetensors_stream`: safetensors files written a block at a time.
 - `card`: the merged model's README.md.
+- `cli`: the Typer definition of `discopop merge`.
 
 May import: core.
 """

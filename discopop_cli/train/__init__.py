@@ -10,6 +10,7 @@ train, save), and what they share.
 - `run_directory`: checkpoints, `--resume`, `--force` and the final model moved in when complete.
 - `guard`: stops a run whose loss or gradient norm turns non-finite.
 - `launch`: re-running a command under `accelerate launch` (DDP, FSDP, DeepSpeed ZeRO-3).
+- `cli`: the Typer definitions of `discopop sft` and `discopop align`, which take the same arguments.
 
 May import: recipes, data, losses, core.
 """

