@@ -430,7 +430,7 @@ def verify_exports(model_dir: Path, gguf_paths: dict[QuantType, Path]) -> list[V
         failed_names = ", ".join(report.quant.label for report in failing)
         out.print(
             f"verify: the smallest type that passes is {smallest.quant.label}"
-            + (f" ({failed_names} fail their thresholds)" if failing else ""),
+            + (f" ({failed_names} {'fails its' if len(failing) == 1 else 'fail their'} thresholds)" if failing else ""),
             highlight=False,
         )
         return reports

@@ -75,6 +75,7 @@ def test_modelfile_stops_at_turn_markers_and_carries_the_terms(gemma_chat_dir: P
     ]
     chats = [[{"role": role, "content": text} for role, text in turns[:count]] for count in (1, 3, 5)]
     expected = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
+    (tmp_path / "go").mkdir()
     renderer = build_renderer(tmp_path / "go")
     rendered = go_render(renderer, [{"template": template, "system": "", "chats": chats}])[0]
     assert ["<bos>" + text for text in rendered] == expected
