@@ -358,6 +358,7 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def print_report(report: VerifyReport) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -370,21 +371,24 @@ def print_report(report: VerifyReport) -> None:
         title=f"llama.cpp ({report.quant.label} GGUF) vs transformers",
         title_justify="left",
         caption=f"KL: KL(transformers || llama.cpp) of the next-token distributions; top-1: agreement where "
-        f"transformers' top two differ by more than {TIE_MARGIN} (ties left out); greedy: the first "
-        f"{GREEDY_TOKENS} greedy tokens",
+        f"transformers' top two differ by more than {TIE_MARGIN} (ties left out); greedy: the "
+        f"first {GREEDY_TOKENS} greedy tokens",
         caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for column in ("prompt", "tokens", "ids", "KL mean", "KL p99", "KL max", "top-1", "greedy"):
+    for column in ("prompt", "ids", "KL mean", "KL p99", "KL max", "top-1", "greedy"):
         table.add_column(column, justify="left" if column in ("prompt", "ids") else "right", no_wrap=True)
     for check in report.checks:
         share = check.top1_agreeing / max(1, check.untied)
         table.add_row(
             check.label,
-            str(check.positions),
             mark(check.ids_equal),
             f"{np.mean(check.kl):.4f}",
-            f"{np.percentile(check.kl, 99):.4f}",
-            f"{np.max(check.kl):.4f}",
+            f"{np.percentile(check.kl, 99):.3f}",
+            f"{np.max(check.kl):.3f}",
             f"{share:.1%} ({check.top1_agreeing}/{check.untied})",
             mark(check.greedy_equal),
         )
