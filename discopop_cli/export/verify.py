@@ -352,9 +352,19 @@ def compare(model_dir: Path, gguf_path: Path, quant: QuantType) -> VerifyReport:
     return compare_with(reference_runs(model_dir), gguf_path, quant)
 
 
-def _short(text: str, width: int = 60) -> str:
-    shown = repr(text)[1:-1]
-    return shown if len(shown) <= width else shown[: width - 1] + "…"
+def _side_by_side(first: str, second: str, width: int = 48) -> tuple[str, str]:
+    """Both texts escaped, from a little before where they start to differ, cut to `width`."""
+    first, second = repr(first)[1:-1], repr(second)[1:-1]
+    same = next(
+        (i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), min(len(first), len(second))
+    )
+    start = max(0, same - 16)
+
+    def cut(text: str) -> str:
+        shown = ("…" if start else "") + text[start:]
+        return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+    return cut(first), cut(second)
 
 
 def print_report(report: VerifyReport) -> None:
@@ -396,8 +406,9 @@ def print_report(report: VerifyReport) -> None:
     for check in report.checks:
         if not check.greedy_equal:
             pad = " " * len(check.label)
-            out.print(f"  {escape(check.label)}: transformers {escape(_short(check.hf_text))}", highlight=False)
-            out.print(f"  {pad}  llama.cpp    {escape(_short(check.llama_text))}", highlight=False)
+            ours, theirs = _side_by_side(check.hf_text, check.llama_text)
+            out.print(f"  {escape(check.label)}: transformers {escape(ours)}", highlight=False)
+            out.print(f"  {pad}  llama.cpp    {escape(theirs)}", highlight=False)
     limit = report.threshold
     figures = (
         f"mean KL {report.mean_kl:.4f} (≤ {limit.mean_kl}), 99th percentile {report.p99_kl:.4f} (≤ {limit.p99_kl}), "
