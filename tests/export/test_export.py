@@ -26,7 +26,7 @@ from discopop_cli.demo.tiny import CHATML_TEMPLATE, build_tiny_model
 from discopop_cli.export import chat_template, tensors
 from discopop_cli.export.modelfile import GEMMA_NOTICE, gemma_terms_of_use
 from discopop_cli.export.quants import quant_type
-from discopop_cli.export.verify import VerificationFailed, compare, verify_export
+from discopop_cli.export.verify import VerificationFailed, _ladder_hint, compare, verify_export
 
 runner = CliRunner()
 
@@ -347,8 +347,11 @@ def test_verify_prints_a_table_and_fails_on_a_mismatch(llama_bpe_dir: Path, tmp_
     weights = load_file(other / "model.safetensors")
     weights["lm_head.weight"] = -weights["lm_head.weight"]
     save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(VerificationFailed, match=r"F16 is too far from transformers \(mean KL .* > 0.002;"):
+    with pytest.raises(VerificationFailed, match=r"F16 is too far from transformers \(mean KL .* > 0.002;") as failed:
         verify_export(other, gguf_path, quant_type("f16"))
+    assert str(failed.value).endswith("; the export itself is wrong, not its precision")
+    # A quant that fails names the next larger type to try.
+    assert _ladder_hint(quant_type("q4_k_m")) == "try a larger type: --quant q5_k_m"
     assert VerificationFailed.exit_code == 1
 
 
