@@ -83,7 +83,7 @@ demo-real: install
 	$(VENV)/bin/discopop merge $(GEMMA3_OUT)-lora --output $(GEMMA3_OUT) --force
 	$(VENV)/bin/discopop eval prefs outputs/gemma3-270m-sft $(GEMMA3_OUT) --recipe recipes/gemma3-270m-discopop.yaml
 	$(VENV)/bin/discopop export $(GEMMA3_OUT) --gguf --quant q4_k_m,q5_k_m,q6_k,q8_0 --force --verify
-	$(VENV)/bin/discopop chat $(GEMMA3_OUT)-gguf/gemma3-270m-discopop-Q8_0.gguf --temperature 0 --max-tokens 64 \
+	$(VENV)/bin/discopop chat $(GEMMA3_OUT)-gguf/gemma3-270m-discopop-Q4_K_M.gguf --temperature 0 --max-tokens 64 \
 		--prompt "Name three fruits."
 
 # Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,

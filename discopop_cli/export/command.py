@@ -158,9 +158,9 @@ def _companions(
             system=chat.system,
             license_text=license_text,
             notes=chat.notes,
+            file_name=_modelfile_name(quant, len(gguf_paths) > 1),
         )
-        name = _modelfile_name(quant, len(gguf_paths) > 1)
-        files.append(Companion(directory / name, modelfile.render_modelfile(spec)))
+        files.append(Companion(directory / spec.file_name, modelfile.render_modelfile(spec)))
     if license_text:
         files.append(Companion(directory / "LICENSE", license_text + "\n"))
     if gemma:

@@ -42,6 +42,7 @@ class ModelfileSpec:
     system: str | None = None
     license_text: str | None = None
     notes: tuple[str, ...] = ()  # comment lines: what the template translation fixed or left out
+    file_name: str = "Modelfile"  # its own name, for the `ollama create` line
 
 
 def _triple_quoted(text: str, what: str) -> str:
@@ -61,7 +62,7 @@ def parameter_value(text: str) -> str:
 def render_modelfile(spec: ModelfileSpec) -> str:
     lines = [
         f"# {spec.model_name}, exported by discopop-cli. Create the Ollama model with:",
-        f"#   ollama create {spec.model_name} -f Modelfile",
+        f"#   ollama create {spec.model_name} -f {spec.file_name}",
         *(f"# {note}" for note in spec.notes),
         f"FROM ./{spec.gguf_file_name}",
     ]

@@ -298,7 +298,9 @@ def test_several_quants_from_one_conversion_into_one_folder(llama_bpe_dir: Path,
     ]  # fmt: skip
     assert f"exported: {folder / 'tiny-Q8_0.gguf'} (Q8_0," in output and f"-f {folder / 'Modelfile.Q8_0'} (" in output
     assert fields(folder / "tiny-F16.gguf")["general.file_type"] == LlamaFileType.MOSTLY_F16
-    assert "FROM ./tiny-Q8_0.gguf\n" in (folder / "Modelfile.Q8_0").read_text()
+    assert (
+        "#   ollama create tiny -f Modelfile.Q8_0\nFROM ./tiny-Q8_0.gguf\n" in (folder / "Modelfile.Q8_0").read_text()
+    )
     license_text = "SPDX-License-Identifier: Apache-2.0\nhttps://spdx.org/licenses/Apache-2.0.html"
     assert (folder / "LICENSE").read_text() == license_text + "\n"
     assert f'LICENSE """{license_text}"""' in (folder / "Modelfile.F16").read_text()
