@@ -181,10 +181,7 @@ def check_local_spec(
     if path.suffix.lower() not in FILE_BUILDERS:
         raise UserError(f"dataset file {path} has an unsupported type; use .json, .jsonl, .parquet or .csv")
     if split_base(spec.split) != "train":
-        raise UserError(
-            f"dataset file {path} has one split, 'train' (asked for '{spec.split}'); "
-            "use test_split_size to carve an eval split, or give the eval data its own file"
-        )
+        raise spec.one_split_error(path)
     rows, columns = _file_preview(path)
     if rows == 0:
         raise UserError(f"dataset {path} is empty (no rows); point the recipe at a file with data")

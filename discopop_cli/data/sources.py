@@ -33,11 +33,27 @@ class DatasetSpec:
     weight: float | None = None
     # Rows (0-based) of a local file that --skip-bad-rows leaves out; set by checks.check_rows, never written out.
     drop_rows: tuple[int, ...] = field(default=(), repr=False)
+    # Read from a 2024 `dataset_mixer`, which reads every split of `dataset_splits` from the same dataset.
+    from_mixer: bool = field(default=False, repr=False)
 
     @property
     def local_path(self) -> Path | None:
         path = Path(self.id).expanduser()
         return path if path.exists() else None
+
+    def one_split_error(self, path: Path) -> UserError:
+        """A data file has one split, 'train': how to get eval data instead, in the recipe's own form."""
+        problem = f"dataset file {path} has one split, 'train' (asked for '{self.split}')"
+        if self.from_mixer:
+            return UserError(
+                f"{problem}; a 2024 dataset_mixer reads every split of dataset_splits from the same dataset, so "
+                f"replace it: --unset dataset_mixer --unset dataset_splits --set 'dataset_mixture={{datasets: "
+                f"[{self.id}], test_split_size: 0.05}}' (or train without eval: --set dataset_splits=[train] "
+                "--set eval_strategy=no)"
+            )
+        return UserError(
+            f"{problem}; carve an eval split with dataset_mixture.test_split_size, or give the eval data its own file"
+        )
 
     @property
     def label(self) -> str:
@@ -58,7 +74,7 @@ class DataSpec:
 
     def as_dict(self) -> dict[str, Any]:
         def entry(spec: DatasetSpec) -> dict[str, Any]:
-            return {k: v for k, v in asdict(spec).items() if v is not None and k != "drop_rows"}
+            return {k: v for k, v in asdict(spec).items() if v is not None and k not in ("drop_rows", "from_mixer")}
 
         out: dict[str, Any] = {"datasets": [entry(s) for s in self.train], "seed": self.seed}
         if self.eval:
@@ -222,10 +238,7 @@ def load_split(spec: DatasetSpec) -> Any:
             if builder is None:
                 raise UserError(f"dataset file {path} has an unsupported type; use .json, .jsonl, .parquet or .csv")
             if split_base(spec.split) != "train":
-                raise UserError(
-                    f"dataset file {path} has one split, 'train' (asked for '{spec.split}'); "
-                    "use test_split_size to carve an eval split, or give the eval data its own file"
-                )
+                raise spec.one_split_error(path)
             dataset = _load_file(builder, path, spec)
         elif path is not None:
             dataset = _load_local_dir(path, spec)
@@ -297,9 +310,10 @@ def require_columns(dataset: Any, needed: set[str], what: str) -> None:
 def insert_empty_system_message(dataset: Any, chat_template: str | None) -> Any:
     """The handbook's `auto_insert_empty_system_msg`: templates that know a system turn get an empty one.
 
-    zephyr-7b-gemma was aligned this way, so its prompts start with an empty system turn.
+    zephyr-7b-gemma was aligned this way, so its prompts start with an empty system turn. As in the handbook
+    (`maybe_insert_system_message`), a template qualifies when it mentions `system` or is ChatML (`<|im_start|>`).
     """
-    if not chat_template or "system" not in chat_template:
+    if not chat_template or ("system" not in chat_template and "<|im_start|>" not in chat_template):
         return dataset
     columns = [c for c in ("prompt", "chosen", "rejected", "messages") if c in dataset.column_names]
 

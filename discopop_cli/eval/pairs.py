@@ -19,7 +19,7 @@ from typing import Any
 from discopop_cli.core.errors import UserError
 from discopop_cli.data.checks import check_local_spec
 from discopop_cli.data.sources import DatasetSpec, DataSpec
-from discopop_cli.train.injection import truncated_prompt
+from discopop_cli.train.truncation import cut_example
 
 PAIR_COLUMNS = ["chosen", "rejected"]
 
@@ -147,17 +147,16 @@ def tokenize_pairs(rows: Any, tokenizer: Any, *, max_length: int | None, max_pro
             rejected = _tokenize(tokenizer, example["prompt"] + example["rejected"])["input_ids"]
         cut = min(common_prefix_length(prompt, chosen), common_prefix_length(prompt, rejected))
         examples.append({"prompt_ids": prompt[:cut], "chosen_ids": chosen[cut:], "rejected_ids": rejected[cut:]})
-    if max_prompt_length is not None:
-        examples = [_truncate_prompt(e, max_prompt_length, max_length, tokenizer.bos_token_id) for e in examples]
+    if max_prompt_length is not None and max_length is not None:
+        # The recipe's `max_prompt_length`: pairs cut as `discopop align` cuts them (TRL 0.8.6's rule).
+        bos = tokenizer.bos_token_id
+        cut_pairs = [
+            cut_example(e, max_length=max_length, max_prompt_length=max_prompt_length, bos=bos) for e in examples
+        ]
+        examples = [{key: e[key] for key in ("prompt_ids", "chosen_ids", "rejected_ids")} for e in cut_pairs]
     if max_length is not None:
         # TRL drops pairs whose prompt alone fills max_length: nothing of the completion would be scored.
         examples = [e for e in examples if len(e["prompt_ids"]) < max_length]
     if not examples:
         raise UserError(f"every pair's prompt is at least max_length ({max_length}) tokens; raise --max-length")
     return examples
-
-
-def _truncate_prompt(example: dict, limit: int, max_length: int | None, bos: int | None) -> dict:
-    """The recipe's `max_prompt_length`, cut as `discopop align` cuts it."""
-    cut = truncated_prompt(example, limit, max_length, bos)
-    return example if cut is None else {**example, "prompt_ids": cut}

@@ -17,14 +17,25 @@ import importlib.metadata
 from collections.abc import Callable
 
 from discopop_cli.core.errors import UserError
-from discopop_cli.losses import paper
+from discopop_cli.losses import baselines, paper
 from discopop_cli.losses.spec import BUILTIN_SOURCE, LossFn, LossSpec, check_standard, formula_of, params_of
 
 # TRL 1.16's built-in `loss_type` values (DPOTrainer._compute_loss) that TRL keeps computing itself.
-# Its "discopop" is deliberately absent: the registry's numerically stable `discopop` supersedes it.
+# Its "discopop" is deliberately absent: the registry's numerically stable `discopop` supersedes it; so is its
+# "bco_pair", which lacks the running-mean shift the paper's code base trained with (baselines.py).
 TRL_LOSS_TYPES: tuple[str, ...] = (
-    *("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard"),
+    *("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "sppo_hard"),
     *("aot", "aot_unpaired", "apo_zero", "apo_down", "sft", "sigmoid_norm"),
+)
+# The paper's names for losses TRL computes (SakanaAI's gpo.py: loss_type "dpo" is the sigmoid loss).
+TRL_ALIASES: dict[str, str] = {"dpo": "sigmoid"}
+# SakanaAI's run_gpo.py reads loss_type "epo" as "the newest loss the discovery loop wrote to
+# recipes/zephyr-<size>-gemma/gpo/tests.json", run with exec(). discopop-cli never executes recipe strings.
+DISCOVERY_SLOT = "epo"
+DISCOVERY_SLOT_HELP = (
+    "loss_type 'epo' is run_gpo.py's slot for the discovery loop's newest loss (code in gpo/tests.json, run with "
+    "exec); discopop runs no code from recipes: name a loss (e.g. --set loss_type=lrml, `discopop losses` lists "
+    "them) or give one as package.module:function"
 )
 
 PLUGIN_GROUP = "discopop_cli.losses"
@@ -37,14 +48,19 @@ _loading_plugin: str | None = None
 
 def is_trl_loss(name: str) -> bool:
     """True for a `loss_type` that TRL's DPOTrainer computes itself (not one of this registry's)."""
-    return name in TRL_LOSS_TYPES
+    return name in TRL_LOSS_TYPES or name in TRL_ALIASES
+
+
+def trl_name(name: str) -> str:
+    """The `loss_type` TRL knows for a name TRL computes (`dpo` -> `sigmoid`)."""
+    return TRL_ALIASES.get(name, name)
 
 
 # --- registration -------------------------------------------------------------------------------------
 
 
 def _source_of(fn: Callable) -> str:
-    if fn.__module__ == paper.__name__:
+    if fn.__module__ in (paper.__name__, baselines.__name__):
         return BUILTIN_SOURCE
     if _loading_plugin is not None:
         return _loading_plugin
@@ -120,6 +136,8 @@ def get_spec(name: str) -> LossSpec:
 
         return user_spec(name)
     key = name.strip()
+    if key == DISCOVERY_SLOT:
+        raise UserError(DISCOVERY_SLOT_HELP)
     for candidate in (key, key.lower()):
         if candidate in _REGISTRY:
             return _REGISTRY[candidate]
@@ -156,3 +174,7 @@ _PAPER_LOSSES: tuple[tuple[LossFn, str, str, tuple[str, ...]], ...] = (
 )
 for _fn, _name, _long_name, _aliases in _PAPER_LOSSES:
     register_loss(_name, long_name=_long_name, aliases=_aliases)(_fn)
+
+# Baselines the paper's recipes name, in the form its code base trained them (baselines.py).
+register_loss("kto_pair", long_name="Pairwise KTO (TRL 0.8.6)")(baselines.kto_pair)
+register_loss("bco_pair", long_name="Pairwise BCO with running-mean shift (TRL 0.9.3)")(baselines.bco_pair)

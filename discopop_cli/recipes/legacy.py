@@ -97,7 +97,8 @@ LEGACY_KEYS: dict[str, Translation] = {
     "rpo_alpha": _rpo_alpha,
     "overwrite_output_dir": _dropped("removed; pass --force to replace an existing output directory"),
     "max_completion_length": _dropped(
-        "removed; TRL now truncates prompt+completion together at max_length (prompts first by max_prompt_length)"
+        "removed; with max_prompt_length, answers are cut to max_length - max_prompt_length (TRL 0.8.6's rule), "
+        "else prompt+completion at max_length"
     ),
     "max_target_length": _dropped("removed; TRL now truncates prompt+completion together at max_length"),
     "generate_during_eval": _dropped("removed; TRL 1.x no longer samples completions during evaluation"),
@@ -124,9 +125,23 @@ LEGACY_KEYS: dict[str, Translation] = {
 LEGACY_DATA_KEYS = {"dataset_mixer", "dataset_splits", "dataset_configs"}
 
 
-def translate_legacy(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
-    """The recipe with its 2024 keys translated, and one line per translation saying what was done."""
+# What the 2024 handbook scripts did without a recipe key, applied to recipes in the 2024 form (`dataset_mixer`).
+PUBLISHED_SEED = 42  # alignment-handbook src/alignment/data.py (March 2024): mix_datasets shuffles with seed=42
+PUBLISHED_PACKING = "wrapped"  # run_sft.py passed packing=True: TRL 0.8.6's ConstantLengthDataset cut blocks
+
+
+def translate_legacy(
+    raw: dict[str, Any], source: str, task: str | None = None, overridden: set[str] | frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], list[str]]:
+    """The recipe with its 2024 keys translated, and one line per translation saying what was done.
+
+    A recipe in the 2024 form (`dataset_mixer`) also gets what the 2024 scripts did unasked: the empty system turn
+    (`auto_insert_empty_system_msg` defaulted to true), the shuffle seed 42, and for `sft` packing (`run_sft.py`
+    hard-coded `packing=True`), each unless the recipe sets it. A new key given with `--set` (`overridden`) replaces
+    its legacy spelling instead of clashing with it.
+    """
     messages: list[str] = []
+    form_2024 = "dataset_mixer" in raw
     out: dict[str, Any] = {}
     for key, value in raw.items():
         translate = LEGACY_KEYS.get(key)
@@ -134,14 +149,36 @@ def translate_legacy(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], 
             out.setdefault(key, value)
             continue
         new, what = translate(value, raw)
-        for new_key in new:
-            if new_key != key and new_key in raw and new_key not in ("loss_type", "loss_weights"):
-                raise UserError(f"{source}: both '{key}' (legacy) and '{new_key}' are set; keep only '{new_key}'")
+        given = [k for k in new if k != key and k in raw and k not in ("loss_type", "loss_weights")]
+        if given and all(k in overridden for k in given):
+            # `--set eval_strategy=no` on a recipe that says `evaluation_strategy: steps`: the command line wins.
+            messages.append(f"{source}: '{key}' left out: --set {given[0]} replaces it")
+            continue
+        for new_key in given:
+            raise UserError(f"{source}: both '{key}' (legacy) and '{new_key}' are set; keep only '{new_key}'")
         out.update(new)
         if what:
             messages.append(f"{source}: '{key}' {what}")
     out = _translate_mixer(out, source, messages)
+    if form_2024:
+        _published_defaults(out, source, task, messages)
     return out, messages
+
+
+def _published_defaults(raw: dict[str, Any], source: str, task: str | None, messages: list[str]) -> None:
+    if "auto_insert_empty_system_msg" not in raw:
+        raw["auto_insert_empty_system_msg"] = True
+        messages.append(
+            f"{source}: 'auto_insert_empty_system_msg' not set: true, the 2024 handbook's default (an empty system "
+            "turn where the chat template knows one)"
+        )
+    if task == "sft" and "packing" not in raw:
+        raw["packing"] = True
+        raw.setdefault("packing_strategy", PUBLISHED_PACKING)
+        messages.append(
+            f"{source}: 'packing' not set: true with packing_strategy '{raw['packing_strategy']}', as the 2024 "
+            "run_sft.py packed conversations into blocks of max_length"
+        )
 
 
 def _translate_mixer(raw: dict[str, Any], source: str, messages: list[str]) -> dict[str, Any]:
@@ -152,7 +189,10 @@ def _translate_mixer(raw: dict[str, Any], source: str, messages: list[str]) -> d
         stray = sorted(LEGACY_DATA_KEYS & raw.keys())
         raise UserError(f"{source}: {', '.join(stray)} only work together with 'dataset_mixer'; add it or remove them")
     if "dataset_mixture" in raw:
-        raise UserError(f"{source}: set either 'dataset_mixer' (2024 form) or 'dataset_mixture', not both")
+        raise UserError(
+            f"{source}: set either 'dataset_mixer' (2024 form) or 'dataset_mixture', not both; to use the "
+            "dataset_mixture, remove the other: --unset dataset_mixer --unset dataset_splits"
+        )
     mixer = raw.pop("dataset_mixer")
     splits = raw.pop("dataset_splits", None) or ["train", "test"]
     configs = raw.pop("dataset_configs", None)
@@ -176,12 +216,12 @@ def _translate_mixer(raw: dict[str, Any], source: str, messages: list[str]) -> d
                 test.append(entry)
             else:
                 raise UserError(f"{source}: split '{split}' in 'dataset_splits' is neither a train nor a test split")
-    mixture: dict[str, Any] = {"datasets": train}
+    mixture: dict[str, Any] = {"datasets": train, "seed": PUBLISHED_SEED}
     if test:
         mixture["eval_datasets"] = test
     raw["dataset_mixture"] = mixture
     messages.append(
         f"{source}: 'dataset_mixer' + 'dataset_splits' (2024 form) read as a dataset_mixture of "
-        f"{len(train)} train and {len(test)} eval split(s)"
+        f"{len(train)} train and {len(test)} eval split(s), shuffled with seed {PUBLISHED_SEED} as the handbook did"
     )
     return raw

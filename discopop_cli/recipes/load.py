@@ -21,19 +21,21 @@ from discopop_cli.core.errors import UserError, first_line
 from discopop_cli.core.suggest import suggest
 from discopop_cli.data.checks import BadRowPolicy, check_local_data
 from discopop_cli.data.sources import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
-from discopop_cli.recipes.legacy import translate_legacy
+from discopop_cli.recipes.legacy import LEGACY_DATA_KEYS, translate_legacy
 from discopop_cli.recipes.types import SECRET_KEYS, check_ranges, check_types, type_hints
 
 # Keys the project itself implements on top of TRL, per command.
+_SHARED_PROJECT_KEYS = {
+    "chat_template",
+    "tokenizer_name_or_path",
+    "auto_insert_empty_system_msg",
+    "global_batch_size",
+    "master_weights",
+    "decontaminate_humaneval",
+}
 PROJECT_KEYS: dict[str, set[str]] = {
-    "align": {
-        "chat_template",
-        "tokenizer_name_or_path",
-        "max_prompt_length",
-        "loss_kwargs",
-        "auto_insert_empty_system_msg",
-    },
-    "sft": {"chat_template", "tokenizer_name_or_path", "auto_insert_empty_system_msg"},
+    "align": _SHARED_PROJECT_KEYS | {"max_prompt_length", "loss_kwargs"},
+    "sft": set(_SHARED_PROJECT_KEYS),
 }
 
 PATH_KEYS = ("model_name_or_path", "tokenizer_name_or_path")
@@ -44,6 +46,9 @@ PROJECT_TYPES: dict[str, Any] = {
     "max_prompt_length": int | None,
     "loss_kwargs": dict | None,
     "auto_insert_empty_system_msg": bool | None,
+    "global_batch_size": int | None,
+    "master_weights": str | None,
+    "decontaminate_humaneval": bool | str | None,
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -60,6 +65,7 @@ class Recipe:
     extras: dict[str, Any]
     resolved: dict[str, Any]
     notices: list[str] = field(default_factory=list)
+    overridden: set[str] = field(default_factory=set)  # top-level keys given with --set
 
     def training_config(self) -> Any:
         """Build TRL's trainer config; a value TRL rejects becomes a one-line error."""
@@ -128,6 +134,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set learning_rate=5e-7")
     try:
         parsed = _numbers(yaml.safe_load(value)) if value.strip() else None
+        if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+            parsed = value.strip()  # YAML 1.1 reads `no`/`yes`/`on`/`off` as booleans: `--set eval_strategy=no`
     except yaml.YAMLError:
         shown = "the value" if key in SECRET_KEYS else repr(value)  # never echo a token
         raise UserError(f"--set {key}: {shown} is not valid YAML; quote it, e.g. --set {key}='\"...\"'") from None
@@ -146,6 +154,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise UserError(f"--set {text!r}: '{part}' is not a mapping in the recipe; set it as a whole")
             node = child
         node[path[-1]] = value
+    return raw
+
+
+def apply_unset(raw: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """Remove each `--unset KEY` (dotted keys reach into mappings); a key the recipe does not have is an error."""
+    for text in keys:
+        path = text.strip().split(".")
+        node = raw
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or path[-1] not in node:
+            raise UserError(f"--unset {text}: the recipe has no key '{text}' to remove{suggest(path[-1], list(raw))}")
+        del node[path[-1]]
     return raw
 
 
@@ -234,15 +255,21 @@ def load_recipe(
     output_dir: Path | None = None,
     quiet: bool = False,
     bad_rows: BadRowPolicy | None = None,
+    unset: list[str] | None = None,
 ) -> Recipe:
     """Load, override, translate, validate and route a recipe. Raises UserError before any work."""
     path = Path(path)
-    raw = apply_overrides(load_yaml(path), list(overrides or []))
+    raw = apply_unset(load_yaml(path), list(unset or []))
+    raw = apply_overrides(raw, list(overrides or []))
+    overridden = {parse_override(text)[0][0] for text in overrides or []}
+    # A data key set to null is no data key: `--set dataset_mixer=null` makes room for a dataset_mixture.
+    raw = {k: v for k, v in raw.items() if not (v is None and k in DATA_KEYS | LEGACY_DATA_KEYS)}
     if task == "sft" and "rpo_alpha" in raw:
         raise UserError(
             f"{path.name}: 'rpo_alpha' weighs an SFT term inside DPO; an sft recipe has no use for it, remove it"
         )
-    raw, messages = translate_legacy(raw, path.name)
+    legacy_mixer = "dataset_mixer" in raw
+    raw, messages = translate_legacy(raw, path.name, task, overridden)
     if output_dir is not None:
         raw["output_dir"] = str(output_dir)
 
@@ -275,13 +302,16 @@ def load_recipe(
         check_ranges(path.name, values)
     _check_model_folder(path.name, raw["model_name_or_path"], training)
     data = parse_data_spec({k: v for k, v in raw.items() if k in DATA_KEYS}, path)
+    for spec in [*data.train, *data.eval]:
+        spec.from_mixer = legacy_mixer
     training.setdefault("output_dir", f"outputs/{path.stem}")
     raw["output_dir"] = training["output_dir"]
 
+    _cap_dataset_workers(training, path.name, messages)
     if not quiet:
         for message in messages:
             notice(message)
-    recipe = Recipe(path, task, model, training, data, extras, raw, messages)
+    recipe = Recipe(path, task, model, training, data, extras, raw, messages, overridden)
     _check_consistency(recipe)
     # The local data files are read far enough to know they exist, hold rows and have the task's columns.
     check_local_data(
@@ -294,10 +324,28 @@ def load_recipe(
     return recipe
 
 
+def _cap_dataset_workers(training: dict[str, Any], source: str, messages: list[str]) -> None:
+    """More tokenizing processes than cores only adds start-up and contention (12 on 2 cores: minutes for 300 rows)."""
+    import os
+
+    workers = training.get("dataset_num_proc")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers > cores:
+        training["dataset_num_proc"] = cores
+        messages.append(f"{source}: dataset_num_proc {workers} capped at the {cores} CPU core(s) here")
+
+
 def _check_consistency(recipe: Recipe) -> None:
     name = recipe.path.name
     eval_strategy = str(recipe.training.get("eval_strategy", "no"))
     if eval_strategy != "no" and not recipe.data.has_eval:
+        if any(spec.from_mixer for spec in recipe.data.train):
+            raise UserError(
+                f"{name}: eval_strategy is '{eval_strategy}' but dataset_splits names no test split; add one (e.g. "
+                "--set dataset_splits=[train,test]), or replace the 2024 dataset_mixer with a dataset_mixture that "
+                "carves one (--unset dataset_mixer --unset dataset_splits --set 'dataset_mixture={datasets: [...], "
+                "test_split_size: 0.05}'), or --set eval_strategy=no"
+            )
         raise UserError(
             f"{name}: eval_strategy is '{eval_strategy}' but the recipe has no eval data; "
             "add dataset_mixture.test_split_size or a test split, or set eval_strategy: 'no'"
@@ -320,22 +368,32 @@ def _check_consistency(recipe: Recipe) -> None:
                 f"{name}: max_prompt_length ({max_prompt}) must be below max_length ({max_length}) "
                 "to leave room for the completion"
             )
+    global_batch = recipe.extras.get("global_batch_size")
+    if global_batch is not None and global_batch < 1:
+        raise UserError(f"{name}: global_batch_size must be a positive integer, got {global_batch!r}")
+    master = recipe.extras.get("master_weights")
+    if master is not None and master not in ("float32", "bfloat16"):
+        raise UserError(f"{name}: master_weights must be float32 (the default) or bfloat16, got {master!r}")
     if recipe.model.get("use_peft") is False and any(
         k.startswith("lora_") for k in recipe.model if recipe.model[k] is not None
     ):
         warn(f"{name}: lora_* keys are set but use_peft is false; they have no effect")
 
 
-def check_no_accelerator(recipe: Recipe) -> bool:
-    """On a machine without GPU/XPU/MPS, train in float32 on the CPU and say so. Returns True on CPU."""
+def accelerator_available() -> bool:
+    """A CUDA, XPU or MPS device is here."""
     import torch
 
-    has_accelerator = (
+    return (
         torch.cuda.is_available()
         or (hasattr(torch, "xpu") and torch.xpu.is_available())
         or torch.backends.mps.is_available()
     )
-    if has_accelerator:
+
+
+def check_no_accelerator(recipe: Recipe) -> bool:
+    """On a machine without GPU/XPU/MPS, train in float32 on the CPU and say so. Returns True on CPU."""
+    if accelerator_available():
         return False
     changed = [k for k in ("bf16", "fp16") if recipe.training.get(k)]
     for key in ("bf16", "fp16"):

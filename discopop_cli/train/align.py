@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from discopop_cli.core.console import notice
+from discopop_cli.core.errors import UserError
 from discopop_cli.train.launch import LaunchOptions, resolve_processes
 
 
@@ -20,22 +21,26 @@ def run_align(
     resume: bool = False,
     launch: LaunchOptions | None = None,
     bad_rows: Any = None,
+    unset: list[str] | None = None,
 ) -> None:
     from discopop_cli.recipes import load as recipes
     from discopop_cli.train import injection as trainer
     from discopop_cli.train.run_directory import check_run_directory
+    from discopop_cli.train.shared import plan_the_run
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
-    recipe = recipes.load_recipe(recipe_path, "align", overrides=overrides, output_dir=output_dir, bad_rows=bad_rows)
-    processes = resolve_processes(recipe.training, launch)
+    recipe = recipes.load_recipe(
+        recipe_path, "align", overrides=overrides, unset=unset, output_dir=output_dir, bad_rows=bad_rows
+    )
+    processes = resolve_processes(recipe, launch)
     loss_plan = trainer.plan_losses(
         recipe.training.get("loss_type"),
         recipe.training.get("loss_weights"),
         recipe.training,
         recipe.extras.get("loss_kwargs"),
     )
-    recipes.check_no_accelerator(recipe)
+    run = plan_the_run(recipe, launch, processes)
     config = recipe.training_config()
     model_args = recipe.model_config()
     trainer.check_plan_supported(loss_plan, config)
@@ -44,14 +49,28 @@ def run_align(
     if dry_run:
         from discopop_cli.train.shared import show_dry_run
 
-        show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes, loss_plan=loss_plan)
+        for reason in loss_plan.pending:
+            notice(f"a real run would stop here: {reason}")
+        show_dry_run(
+            recipe, config, destination, force=force, resume=resume, processes=processes, loss_plan=loss_plan, run=run
+        )
         return
+    if loss_plan.pending:
+        raise UserError(loss_plan.pending[0])
     resume_from = check_run_directory(destination, force=force, resume=resume)
-    _train(recipe, config, model_args, loss_plan, destination, force=force, resume_from=resume_from)
+    _train(recipe, config, model_args, loss_plan, run, destination, force=force, resume_from=resume_from)
 
 
 def _train(
-    recipe: Any, config: Any, model_args: Any, loss_plan: Any, destination: Path, *, force: bool, resume_from: Any
+    recipe: Any,
+    config: Any,
+    model_args: Any,
+    loss_plan: Any,
+    run: Any,
+    destination: Path,
+    *,
+    force: bool,
+    resume_from: Any,
 ) -> None:
     from trl import get_peft_config, get_quantization_config
 
@@ -69,6 +88,7 @@ def _train(
     for dataset, what in [(train_dataset, "align"), (eval_dataset, "align (eval data)")]:
         if dataset is not None:
             data.require_columns(dataset, {"chosen", "rejected"}, what)
+    train_dataset, eval_dataset = training.decontaminate(recipe, "align", train_dataset, eval_dataset)
     if recipe.extras.get("auto_insert_empty_system_msg"):
         train_dataset = data.insert_empty_system_message(train_dataset, tokenizer.chat_template)
         if eval_dataset is not None:
@@ -79,6 +99,7 @@ def _train(
         with training.model_loading(model_args.model_name_or_path):  # TRL loads the model in its constructor
             dpo = DiscoPOPTrainer(
                 model=model_args.model_name_or_path,
+                ref_model=training.reference_model(model_args, config, run.precision),
                 args=config,
                 train_dataset=train_dataset,
                 eval_dataset=eval_dataset,
@@ -88,10 +109,11 @@ def _train(
                 loss_plan=loss_plan,
                 max_prompt_length=recipe.extras.get("max_prompt_length"),
             )
-        if dpo.prompts_truncated:
+        if dpo.prompts_truncated or dpo.answers_truncated:
+            limit = recipe.extras["max_prompt_length"]
             notice(
-                f"max_prompt_length: {dpo.prompts_truncated} prompt(s) cut to their last "
-                f"{recipe.extras['max_prompt_length']} tokens"
+                f"truncation as TRL 0.8.6: {dpo.prompts_truncated} prompt(s) cut to their last {limit} tokens, "
+                f"{dpo.answers_truncated} pair(s) with answers cut to {config.max_length - limit} tokens"
             )
         dpo.train(resume_from_checkpoint=str(resume_from) if resume_from else config.resume_from_checkpoint)
         training.save_model(dpo, final)

@@ -15,6 +15,10 @@ from discopop_cli.core.options import ForceOption, SetOption, examples
 if TYPE_CHECKING:
     from discopop_cli.train.launch import LaunchOptions
 
+UnsetOption = Annotated[
+    list[str] | None,
+    typer.Option("--unset", help="Remove a recipe key (dotted keys for nesting), e.g. dataset_mixer. Repeatable."),
+]
 OutputDirOption = Annotated[
     Path | None,
     typer.Option("--output-dir", "-o", help="Where the trained model goes (overrides the recipe)."),
@@ -80,8 +84,8 @@ ALIGN_EXAMPLES = examples(
 SFT_EXAMPLES = examples(
     "discopop sft recipes/tiny-sft.yaml --force",
     "discopop sft recipes/zephyr-7b-gemma-sft.yaml --dry-run",
-    "discopop sft recipes/zephyr-7b-gemma-sft.yaml --accelerate-config zero3 --num-processes 4 "
-    "--global-batch-size 128 --dry-run",
+    "discopop sft recipes/zephyr-7b-gemma-sft.yaml --accelerate-config zero3 --num-processes 4 --dry-run",
+    "discopop sft recipes/zephyr-7b-gemma-sft.yaml --unset decontaminate_humaneval --global-batch-size 64 --dry-run",
 )
 
 
@@ -95,6 +99,7 @@ def _run(
     resume: bool,
     options: LaunchOptions,
     bad_rows: tuple[bool, str | None] = (False, None),
+    unset: list[str] | None = None,
 ) -> None:
     """Run sft/align here, or re-run it under `accelerate launch` when a config is given."""
     from discopop_cli.data.checks import BadRowPolicy
@@ -103,7 +108,7 @@ def _run(
     options.validate(dry_run=dry_run)
     policy = BadRowPolicy.from_options(*bad_rows)
     if options.wants_launch and not dry_run:
-        child = child_args(recipe, overrides, output_dir, force, options.global_batch_size, resume)
+        child = child_args(recipe, overrides, output_dir, force, options.global_batch_size, resume, unset or [])
         child += bad_row_args(*bad_rows)
         code = launch(command, child, options)
         if code:
@@ -122,6 +127,7 @@ def _run(
         resume=resume,
         launch=options,
         bad_rows=policy,
+        unset=unset or [],
     )
 
 
@@ -133,6 +139,7 @@ def _training_app(name: str, summary: str, epilog: str) -> typer.Typer:
     def command(
         recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML (alignment-handbook style).")],
         set_: SetOption = None,
+        unset: UnsetOption = None,
         output_dir: OutputDirOption = None,
         dry_run: DryRunOption = False,
         force: ForceOption = False,
@@ -158,7 +165,9 @@ def _training_app(name: str, summary: str, epilog: str) -> typer.Typer:
             main_process_port,
             global_batch_size,
         )
-        _run(name, recipe, set_ or [], output_dir, dry_run, force, resume, options, (skip_bad_rows, max_bad_rows))
+        _run(
+            name, recipe, set_ or [], output_dir, dry_run, force, resume, options, (skip_bad_rows, max_bad_rows), unset
+        )
 
     return app
 

@@ -10,8 +10,9 @@ from typing import Any
 from trl import DPOTrainer
 
 from discopop_cli.core.errors import RunFailure, first_line
-from discopop_cli.train.injection import LossPlan, _ForwardRecorder, truncate_prompts
+from discopop_cli.train.injection import LossPlan, _ForwardRecorder
 from discopop_cli.train.shared import trainer_class
+from discopop_cli.train.truncation import cut_example
 
 
 class DiscoPOPTrainer(trainer_class(DPOTrainer)):
@@ -27,24 +28,32 @@ class DiscoPOPTrainer(trainer_class(DPOTrainer)):
         self.loss_plan = loss_plan
         self.max_prompt_length = max_prompt_length
         self.prompts_truncated = 0
+        self.answers_truncated = 0
         super().__init__(*args, **kwargs)
         self.loss_types, self.loss_weights = loss_plan.for_trl()
 
-    # -- max_prompt_length: the pre-0.20 TRL behaviour the 2024 recipes were tuned with -------------------
+    # -- max_prompt_length: TRL 0.8.6's truncation, which the 2024 recipes were tuned with (truncation.py) ---------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # noqa: ANN001, ANN202
-        if self.max_prompt_length is None:
+        if self.max_prompt_length is None or args.max_length is None:
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         max_length = args.max_length
-        args.max_length = None  # keep long prompts: they are truncated below instead of dropped
+        args.max_length = None  # keep long prompts: they are cut below instead of dropped
         try:
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         finally:
             args.max_length = max_length
-        dataset, truncated = truncate_prompts(
-            dataset, self.max_prompt_length, max_length, getattr(self._tokenizer, "bos_token_id", None)
+        dataset = dataset.map(
+            cut_example,
+            fn_kwargs={
+                "max_length": max_length,
+                "max_prompt_length": self.max_prompt_length,
+                "bos": getattr(self._tokenizer, "bos_token_id", None),
+            },
+            desc=f"Truncating {dataset_name} pairs as TRL 0.8.6 did",
         )
-        self.prompts_truncated += truncated
-        return dataset
+        self.prompts_truncated += sum(dataset["prompt_cut"])
+        self.answers_truncated += sum(dataset["answers_cut"])
+        return dataset.remove_columns(["prompt_cut", "answers_cut"])
 
     # -- the loss ------------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):  # noqa: ANN001, ANN202

@@ -16,7 +16,7 @@ The loss names TRL already knows (other than `discopop`, whose literal form over
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from packaging.version import Version
@@ -40,6 +40,8 @@ class LossPlan:
     trl_types: list[str]
     trl_weights: list[float]
     registry: list[PlannedLoss]
+    # Why a real run could not start with these losses (`epo`, the discovery loop's slot); `--dry-run` says it.
+    pending: list[str] = field(default_factory=list)
 
     def for_trl(self) -> tuple[list[str], list[float]]:
         """TRL's `loss_types`/`loss_weights`. TRL always runs its loss loop; with only registry losses, a
@@ -97,8 +99,11 @@ def plan_losses(
     plan = LossPlan([], [], [])
     used_kwargs: set[str] = set()
     for name, weight in zip(names, weights, strict=True):
+        if name == losses.DISCOVERY_SLOT:
+            plan.pending.append(losses.DISCOVERY_SLOT_HELP)
+            continue
         if losses.is_trl_loss(name):
-            plan.trl_types.append(name)
+            plan.trl_types.append(losses.trl_name(name))
             plan.trl_weights.append(float(weight))
             continue
         spec = losses.get_spec(name)
@@ -125,6 +130,9 @@ def plan_losses(
     beta = config_values.get("beta", 0.1)
     for planned in plan.registry:
         check_loss_contract(planned.name, planned.fn, beta=float(beta), params=planned.params)
+        per_run = getattr(planned.fn, "per_run", None)
+        if per_run is not None:  # a loss with state across steps (bco_pair's running mean): fresh for this run
+            planned.fn = per_run()
     return plan
 
 
@@ -144,31 +152,6 @@ class _ForwardRecorder:
         if self.outputs is None:
             self.outputs = outputs
         return outputs
-
-
-def truncated_prompt(example: dict[str, Any], limit: int, max_length: int | None, bos: int | None) -> list[int] | None:
-    """The prompt ids of one tokenized pair cut to their last `limit` tokens (keeping a leading BOS) when the pair
-    is too long, as TRL did before 0.20; None when the prompt stays as it is. `eval prefs` cuts the same way."""
-    prompt = example["prompt_ids"]
-    longest = max(len(example["chosen_ids"]), len(example["rejected_ids"]))
-    too_long = len(prompt) + longest > max_length if max_length is not None else True
-    if not (too_long and len(prompt) > limit):
-        return None
-    # Keep the end of the prompt (the question), and its BOS if it had one.
-    keep_bos = bos is not None and prompt[0] == bos
-    return [bos, *prompt[-(limit - 1) :]] if keep_bos else prompt[-limit:]
-
-
-def truncate_prompts(dataset: Any, limit: int, max_length: int | None, bos: int | None) -> tuple[Any, int]:
-    """`truncated_prompt` over a dataset; return the dataset and how many prompts were cut."""
-
-    def truncate(example: dict[str, Any]) -> dict[str, Any]:
-        cut = truncated_prompt(example, limit, max_length, bos)
-        return {"prompt_ids": example["prompt_ids"] if cut is None else cut, "prompt_truncated": cut is not None}
-
-    dataset = dataset.map(truncate, desc=f"Truncating prompts to {limit} tokens")
-    truncated = sum(dataset["prompt_truncated"])
-    return dataset.remove_columns("prompt_truncated"), truncated
 
 
 def check_plan_supported(plan: LossPlan, config: Any) -> None:

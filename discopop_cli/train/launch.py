@@ -103,20 +103,45 @@ def total_processes(options: LaunchOptions) -> int:
     return 1
 
 
-def apply_global_batch(training: dict[str, Any], global_batch: int, processes: int) -> str:
-    """Set gradient accumulation so that per-device x processes x accumulation = global_batch."""
+def launch_kind(options: LaunchOptions) -> str:
+    """How the weights are spread: "single", "ddp", "fsdp" or "zero1/2/3" (the memory and precision plans' `kind`).
+
+    Inside a launch, accelerate's environment says it; before one, the accelerate config does.
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+        return f"zero{os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE', '3')}"
+    if os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        return "fsdp"
+    processes = total_processes(options)
+    if options.accelerate_config is not None and "WORLD_SIZE" not in os.environ:
+        values = _config_values(resolve_config(options.accelerate_config))
+        kind = str(values.get("distributed_type", "NO"))
+        if kind == "DEEPSPEED":
+            stage = (values.get("deepspeed_config") or {}).get("zero_stage", 3)
+            return f"zero{stage}"
+        if kind == "FSDP":
+            return "fsdp"
+    return "ddp" if processes > 1 else "single"
+
+
+def apply_global_batch(training: dict[str, Any], global_batch: int, processes: int, source: str) -> str:
+    """Set gradient accumulation so that per-device x processes x accumulation = global_batch, or refuse."""
     per_device = int(training.get("per_device_train_batch_size", 8))
     step = per_device * processes
     if global_batch % step:
+        fits = [n for n in range(1, global_batch // per_device + 1) if (global_batch // per_device) % n == 0]
+        counts = ", ".join(map(str, fits)) if global_batch % per_device == 0 else "none"
         raise UserError(
-            f"--global-batch-size {global_batch} is not a multiple of {per_device} per device x {processes} "
-            f"process(es) = {step}; pick a multiple of {step} or change per_device_train_batch_size"
+            f"{source} {global_batch} is not a multiple of {per_device} per device x {processes} "
+            f"process(es) = {step}; process counts that divide it: {counts}; or change per_device_train_batch_size"
         )
     accumulation = global_batch // step
+    before = training.get("gradient_accumulation_steps", 1)
     training["gradient_accumulation_steps"] = accumulation
+    change = f"gradient_accumulation_steps {before} -> {accumulation}" if before != accumulation else "as written"
     return (
         f"global batch {global_batch} = {per_device} per device x {processes} process(es) x "
-        f"{accumulation} accumulation (gradient_accumulation_steps set to {accumulation})"
+        f"{accumulation} accumulation ({change})"
     )
 
 
@@ -175,9 +200,12 @@ def child_args(
     force: bool,
     global_batch_size: int | None,
     resume: bool = False,
+    unset: list[str] | None = None,
 ) -> list[str]:
     """The command line each launched process runs: the same command, minus the launch options."""
     args = [str(recipe)]
+    for key in unset or []:
+        args += ["--unset", key]
     for override in overrides:
         args += ["--set", override]
     if output_dir is not None:
@@ -197,12 +225,28 @@ def bad_row_args(skip: bool, max_bad: str | None) -> list[str]:
     return args + (["--max-bad-rows", max_bad] if max_bad is not None else [])
 
 
-def resolve_processes(training: dict[str, Any], options: LaunchOptions | None) -> int:
-    """How many processes train, after applying --global-batch-size to the recipe's accumulation."""
+def resolve_processes(recipe: Any, options: LaunchOptions | None) -> int:
+    """How many processes train, with the accumulation derived from the global batch where one is stated.
+
+    `--global-batch-size` wins over the recipe's `global_batch_size`; with neither, the recipe's
+    `gradient_accumulation_steps` stands as written.
+    """
     from discopop_cli.core.console import notice
 
     options = options or LaunchOptions()
     processes = total_processes(options)
+    training = recipe.training
+    stated = recipe.extras.get("global_batch_size")
     if options.global_batch_size is not None:
-        notice(apply_global_batch(training, options.global_batch_size, processes))
+        global_batch, source = options.global_batch_size, "--global-batch-size"
+    elif stated is not None:
+        global_batch, source = stated, f"{recipe.path.name}: global_batch_size"
+        if "gradient_accumulation_steps" in recipe.overridden:
+            raise UserError(
+                f"--set gradient_accumulation_steps and the recipe's global_batch_size ({stated}) both set the batch; "
+                "drop the --set, give --global-batch-size, or --unset global_batch_size to set the accumulation yourself"
+            )
+    else:
+        return processes
+    notice(apply_global_batch(training, global_batch, processes, source))
     return processes

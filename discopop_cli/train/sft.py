@@ -31,6 +31,7 @@ def run_sft(
     resume: bool = False,
     launch: LaunchOptions | None = None,
     bad_rows: Any = None,
+    unset: list[str] | None = None,
 ) -> None:
     from discopop_cli.recipes import load as recipes
     from discopop_cli.train import injection as trainer
@@ -40,18 +41,20 @@ def run_sft(
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
-    recipe = recipes.load_recipe(recipe_path, "sft", overrides=overrides, output_dir=output_dir, bad_rows=bad_rows)
-    processes = resolve_processes(recipe.training, launch)
+    recipe = recipes.load_recipe(
+        recipe_path, "sft", overrides=overrides, unset=unset, output_dir=output_dir, bad_rows=bad_rows
+    )
+    processes = resolve_processes(recipe, launch)
     _read_template_file(recipe)
     if recipe.extras.get("chat_template") is not None:
         check_template(recipe.extras["chat_template"], recipe.path.name)
-    recipes.check_no_accelerator(recipe)
+    run = training.plan_the_run(recipe, launch, processes)
     config = recipe.training_config()
     model_args = recipe.model_config()
     destination = Path(config.output_dir)
 
     if dry_run:
-        training.show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes)
+        training.show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes, run=run)
         return
     resume_from = check_run_directory(destination, force=force, resume=resume)
     _train(recipe, config, model_args, destination, force=force, resume_from=resume_from)
@@ -169,7 +172,7 @@ def _check_assistant_masks(tokenizer: Any, config: Any) -> None:
 
 def _load_data(recipe: Any, config: Any, tokenizer: Any) -> tuple[Any, Any]:
     from discopop_cli.data import sources as data
-    from discopop_cli.train.shared import eval_enabled
+    from discopop_cli.train.shared import decontaminate, eval_enabled
 
     train_dataset, eval_dataset = data.load_datasets(recipe.data, with_eval=eval_enabled(config))
     has_template = bool(tokenizer.chat_template)
@@ -180,7 +183,7 @@ def _load_data(recipe: Any, config: Any, tokenizer: Any) -> tuple[Any, Any]:
         train_dataset = data.insert_empty_system_message(train_dataset, tokenizer.chat_template)
         if eval_dataset is not None:
             eval_dataset = data.insert_empty_system_message(eval_dataset, tokenizer.chat_template)
-    return train_dataset, eval_dataset
+    return decontaminate(recipe, "sft", train_dataset, eval_dataset)
 
 
 def _train(recipe: Any, config: Any, model_args: Any, destination: Path, *, force: bool, resume_from: Any) -> None:

@@ -7,12 +7,13 @@ report. Where the run's files go is run_directory's concern.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discopop_cli.core.console import is_main_rank, notice, out
+from discopop_cli.core.console import is_main_rank, notice, out, warn
 from discopop_cli.core.errors import UserError, first_line
 
 
@@ -35,6 +36,28 @@ def quiet_library_deprecations() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
+def plan_the_run(recipe: Any, launch: Any, processes: int) -> Any:
+    """The precision plan applied to the recipe and the memory plan sized (run_plan.py), then on a CPU the float32
+    fallback. With a GPU here, a plan that does not fit it is said before anything loads."""
+    from discopop_cli.recipes.load import accelerator_available, check_no_accelerator
+    from discopop_cli.train.launch import LaunchOptions, launch_kind
+    from discopop_cli.train.precision import SHARDED
+    from discopop_cli.train.run_plan import check_fits, plan_run
+
+    kind = launch_kind(launch or LaunchOptions())
+    # FSDP and ZeRO run on GPUs only: on a machine without one, a dry run plans them for the GPUs they will have.
+    run = plan_run(recipe, kind, processes, accelerator=accelerator_available() or kind in SHARDED)
+    if check_no_accelerator(recipe):
+        # accelerate imports DeepSpeed when it is installed; on a CPU it would warn that it fell back to the CPU.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if run.precision.notice:
+        notice(f"{recipe.path.name}: {run.precision.notice}")
+    advice = check_fits(run)
+    if advice:
+        warn(advice)
+    return run
+
+
 def show_dry_run(
     recipe: Any,
     config: Any,
@@ -44,12 +67,13 @@ def show_dry_run(
     resume: bool,
     processes: int,
     loss_plan: Any = None,
+    run: Any = None,
 ) -> None:
     """The resolved recipe as a table, and whether a real run could write its output."""
     from discopop_cli.train.run_directory import check_run_directory
     from discopop_cli.train.summary import print_recipe_table
 
-    print_recipe_table(recipe, config, loss_plan, processes=processes)
+    print_recipe_table(recipe, config, loss_plan, processes=processes, run=run)
     try:
         resume_from = check_run_directory(destination, force=force, resume=resume)
     except UserError as exc:
@@ -88,6 +112,41 @@ def model_init_kwargs(model_args: Any, config: Any) -> dict[str, Any]:
     }
     kwargs.update(config.model_init_kwargs or {})
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def reference_model(model_args: Any, config: Any, precision: Any) -> Any:
+    """The DPO reference model, when the precision plan keeps it in another dtype than the policy (float32 master
+    weights on one device or DDP: the reference has no optimizer, so it stays in bfloat16, as under ZeRO-3);
+    None lets TRL build it like the policy, or use LoRA's disabled adapter."""
+    if model_args.use_peft or precision.reference_dtype in (None, precision.load_dtype):
+        return None
+    from trl.trainer.utils import create_model_from_path
+
+    kwargs = {**(config.model_init_kwargs or {}), "dtype": precision.reference_dtype}
+    if config.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+        kwargs["device_map"] = None  # as TRL loads it: one copy per process
+    with model_loading(model_args.model_name_or_path):
+        return create_model_from_path(model_args.model_name_or_path, **kwargs)
+
+
+def decontaminate(recipe: Any, task: str, train_dataset: Any, eval_dataset: Any) -> tuple[Any, Any]:
+    """The recipe's `decontaminate_humaneval`: rows quoting HumanEval removed from train and eval data, counted."""
+    source = recipe.extras.get("decontaminate_humaneval")
+    if not source:
+        return train_dataset, eval_dataset
+    from discopop_cli.data import decontaminate as humaneval
+
+    strings = humaneval.filter_strings(humaneval.load_problems(source))
+    rows = len(train_dataset)
+    train_dataset, removed = humaneval.decontaminate(train_dataset, strings, task)
+    eval_dataset, eval_removed = humaneval.decontaminate(eval_dataset, strings, task)
+    if not len(train_dataset):
+        raise UserError(f"decontaminate_humaneval removed all {rows} training rows: every one quotes HumanEval")
+    notice(
+        f"decontamination: {removed} of {rows} training row(s) quote HumanEval ({humaneval.humaneval_source(source)}) "
+        f"and were removed" + (f", and {eval_removed} eval row(s)" if eval_removed else "")
+    )
+    return train_dataset, eval_dataset
 
 
 def check_model_config(model_args: Any, config: Any) -> None:

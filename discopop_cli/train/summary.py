@@ -89,8 +89,9 @@ def sft_loss_line(config: Any) -> str:
     return f"{_value(config.loss_type)} on {where}"
 
 
-def print_recipe_table(recipe: Any, config: Any, plan: Any = None, *, processes: int = 1) -> None:
-    """The dry-run table; `plan` is align's loss plan (None for sft); `processes` all processes of the run."""
+def print_recipe_table(recipe: Any, config: Any, plan: Any = None, *, processes: int = 1, run: Any = None) -> None:
+    """The dry-run table; `plan` is align's loss plan (None for sft); `processes` all processes of the run; `run`
+    the precision and memory plans (run_plan.RunPlan)."""
     table = Table(title=f"{recipe.path.name} ({recipe.task}, dry run: nothing trained or written)", show_lines=False)
     table.add_column("setting", style="bold")
     table.add_column("value", overflow="fold")
@@ -98,7 +99,7 @@ def print_recipe_table(recipe: Any, config: Any, plan: Any = None, *, processes:
         _model_rows(recipe),
         _data_rows(recipe, config),
         _loss_rows(config, plan),
-        _run_rows(recipe, config, processes),
+        _run_rows(recipe, config, processes, run),
     ):
         for setting, value in rows:
             table.add_row(setting, escape(value))
@@ -142,6 +143,7 @@ def _data_rows(recipe: Any, config: Any) -> Rows:
         )
         weight = f", weight {spec.weight}" if spec.weight is not None else ""
         yield "train data", f"{spec.label} ({count}{weight})"
+    yield "data preparation", _preparation(recipe)
     if str(config.eval_strategy) in ("no", "IntervalStrategy.NO"):
         yield "eval", "off (eval_strategy: no)"
         return
@@ -153,6 +155,18 @@ def _data_rows(recipe: Any, config: Any) -> Rows:
         yield "eval data", f"test_split_size {recipe.data.test_split_size} of the training mixture"
 
 
+def _preparation(recipe: Any) -> str:
+    parts = [f"shuffle seed {recipe.data.seed}"]
+    if recipe.extras.get("auto_insert_empty_system_msg"):
+        parts.append("an empty system turn where the template knows one")
+    source = recipe.extras.get("decontaminate_humaneval")
+    if source:
+        from discopop_cli.data.decontaminate import humaneval_source
+
+        parts.append(f"rows quoting HumanEval removed ({humaneval_source(source)}, loaded at the start of a run)")
+    return ", ".join(parts)
+
+
 def _loss_rows(config: Any, plan: Any) -> Rows:
     if plan is None:  # sft
         yield "loss", sft_loss_line(config)
@@ -160,6 +174,8 @@ def _loss_rows(config: Any, plan: Any) -> Rows:
             yield "packing", f"{_value(config.packing_strategy)} into blocks of max_length"
         return
     described = plan.describe()
+    if plan.pending:
+        yield "loss", "epo: the discovery loop's slot, no loss named (a real run stops; see the notice)"
     for name, weight, params, source in described:
         detail = ", ".join(f"{k}={v}" for k, v in params.items())
         weight_text = f" x {weight}" if len(described) > 1 else ""
@@ -167,8 +183,12 @@ def _loss_rows(config: Any, plan: Any) -> Rows:
     yield "beta", str(config.beta)
 
 
-def _run_rows(recipe: Any, config: Any, processes: int) -> Rows:
-    yield "batch", batch_line(config, processes)
+def _run_rows(recipe: Any, config: Any, processes: int, run: Any) -> Rows:
+    stated = recipe.extras.get("global_batch_size")
+    batch = batch_line(config, processes)
+    if stated is not None:
+        batch += f"; published: {stated} (the recipe's global_batch_size)"
+    yield "batch", batch
     steps = f", max_steps {config.max_steps}" if config.max_steps > 0 else ""
     yield (
         "schedule",
@@ -176,11 +196,20 @@ def _run_rows(recipe: Any, config: Any, processes: int) -> Rows:
         f"{config.num_train_epochs} epoch(s){steps}",
     )
     lengths = f"max_length {config.max_length}"
-    if recipe.extras.get("max_prompt_length"):
-        lengths += f", max_prompt_length {recipe.extras['max_prompt_length']}"
+    limit = recipe.extras.get("max_prompt_length")
+    if limit and config.max_length:
+        lengths += (
+            f", max_prompt_length {limit}; truncation as TRL 0.8.6: a pair too long keeps the prompt's last "
+            f"{limit} tokens, then each answer's first {config.max_length - limit}"
+        )
     yield "lengths", lengths
-    precision = "bf16" if config.bf16 else "fp16" if config.fp16 else "float32"
+    if run is not None:
+        yield "precision", run.precision.describe()
     device = "CPU" if config.use_cpu else "accelerator"
-    checkpointing = ", gradient checkpointing" if config.gradient_checkpointing else ""
-    yield "precision", f"{precision} on {device}{checkpointing}"
+    if config.use_cpu and run is not None and run.kind in ("fsdp", "zero1", "zero2", "zero3"):
+        device = f"CPU here; {run.kind} runs on GPUs, planned above for them"
+    checkpointing = ", activation checkpointing" if config.gradient_checkpointing else ""
+    yield "device", f"{device}{checkpointing}"
+    if run is not None:
+        yield "memory plan", run.memory_line()
     yield "output_dir", str(config.output_dir)

@@ -221,7 +221,8 @@ def test_dry_run_zephyr_recipe_offline(repo_root: Path, tmp_path: Path, monkeypa
     assert "HuggingFaceH4/zephyr-7b-gemma-sft-v0.1" in out
     assert "argilla/dpo-mix-7k [train]" in out and "argilla/dpo-mix-7k [test]" in out
     assert "discopop" in out and "discopop_tau=0.05" in out
-    assert "2 per device x 8 accumulation x 1 process(es) = 16 global" in out
+    # The recipe states the published global batch: on one process the accumulation is derived (2 x 64).
+    assert "global batch 128 = 2 per device x 1 process(es) x 64 accumulation" in out
     assert "max_prompt_length 512" in out
     assert "lr 5e-07, cosine" in out
     assert list(tmp_path.iterdir()) == []  # nothing written

@@ -210,37 +210,6 @@ def test_loss_list_combines_like_trl(trainer) -> None:
     assert total == pytest.approx(parts, rel=1e-6)
 
 
-def test_max_prompt_length_keeps_bos_and_prompt_end(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import DPOConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    long_question = " ".join(f"word{i}" for i in range(200)) + " final question?"
-    rows = [
-        {
-            "chosen": [{"role": "user", "content": long_question}, {"role": "assistant", "content": "yes"}],
-            "rejected": [{"role": "user", "content": long_question}, {"role": "assistant", "content": "no"}],
-        }
-    ] * 2
-    config = DPOConfig(output_dir=str(tmp_path), max_length=64, use_cpu=True, bf16=False, report_to="none")
-    from discopop_cli.train.discopop_trainer import DiscoPOPTrainer as cls
-
-    trainer = cls(
-        model=str(tiny_model_dir),
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        loss_plan=plan_losses("discopop", None, {}, None),
-        max_prompt_length=32,
-    )
-    example = trainer.train_dataset[0]
-    assert trainer.prompts_truncated == 2
-    assert len(example["prompt_ids"]) == 32
-    assert example["prompt_ids"][0] == tokenizer.bos_token_id
-    assert tokenizer.decode(example["prompt_ids"]).rstrip().endswith("assistant")
-
-
 def test_demo_recipe_learns_the_preferences(repo_root: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """The demo's recipe, as shipped: DiscoPOP must separate chosen from rejected on held-out pairs."""
     monkeypatch.chdir(tmp_path)
@@ -292,14 +261,3 @@ def test_unsupported_trl_is_refused_with_the_range(monkeypatch) -> None:
     monkeypatch.setattr(trl, "__version__", "1.15.2")
     with pytest.raises(UserError, match=r"TRL 1.15.2 is installed .* supports trl>=1.16,<1.17"):
         check_trl()
-
-
-def test_a_long_prompt_keeps_its_bos_and_its_last_tokens() -> None:
-    """The cut `align` applies (and `eval prefs` reuses): only when the pair is too long, from the front."""
-    from discopop_cli.train.injection import truncated_prompt
-
-    pair = {"prompt_ids": [1, 5, 6, 7, 8], "chosen_ids": [9, 9, 9], "rejected_ids": [9]}
-    assert truncated_prompt(pair, limit=3, max_length=6, bos=1) == [1, 7, 8]
-    assert truncated_prompt(pair, limit=3, max_length=6, bos=None) == [6, 7, 8]
-    assert truncated_prompt(pair, limit=3, max_length=8, bos=1) is None  # 5 + 3 tokens fit in 8
-    assert truncated_prompt(pair, limit=5, max_length=6, bos=1) is None  # already within the limit

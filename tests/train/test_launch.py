@@ -25,16 +25,16 @@ runner = CliRunner()
 )
 def test_global_batch_sets_accumulation(per_device, processes, global_batch, accumulation) -> None:
     training = {"per_device_train_batch_size": per_device, "gradient_accumulation_steps": 99}
-    message = apply_global_batch(training, global_batch, processes)
+    message = apply_global_batch(training, global_batch, processes, "--global-batch-size")
     assert training["gradient_accumulation_steps"] == accumulation
-    assert f"gradient_accumulation_steps set to {accumulation}" in message
+    assert f"(gradient_accumulation_steps 99 -> {accumulation})" in message
 
 
 @pytest.mark.parametrize(("per_device", "processes", "global_batch"), [(2, 8, 100), (2, 3, 128), (4, 8, 16)])
 def test_global_batch_that_does_not_divide_is_refused(per_device, processes, global_batch) -> None:
     training = {"per_device_train_batch_size": per_device}
     with pytest.raises(UserError, match=f"is not a multiple of {per_device} per device x {processes} process"):
-        apply_global_batch(training, global_batch, processes)
+        apply_global_batch(training, global_batch, processes, "--global-batch-size")
     assert "gradient_accumulation_steps" not in training
 
 
@@ -58,17 +58,32 @@ def test_dry_run_zero3_on_eight_processes_is_the_papers_batch(repo_root: Path, t
     recipe = str(repo_root / "recipes/zephyr-7b-gemma.yaml")
     result = runner.invoke(app, ["align", recipe, "--dry-run", "--accelerate-config", "zero3", "--num-processes", "8"])
     assert result.exit_code == 0, result.output
-    assert "2 per device x 8 accumulation x 8 process(es) = 128 global" in result.output
+    assert "2 per device x 8 accumulation x 8 process(es) = 128 global" in flat(result.output)
 
-    # The same global batch on 2 GPUs: accumulation is derived, and said.
-    result = runner.invoke(app, ["align", recipe, "--dry-run", "--num-processes", "2", "--global-batch-size", "128"])
+    # --global-batch-size overrides the recipe's global_batch_size: accumulation derived, and said.
+    result = runner.invoke(app, ["align", recipe, "--dry-run", "--num-processes", "2", "--global-batch-size", "64"])
     assert result.exit_code == 0, result.output
-    assert "gradient_accumulation_steps set to 32" in result.output
-    assert "2 per device x 32 accumulation x 2 process(es) = 128 global" in result.output
+    assert "global batch 64 = 2 per device x 2 process(es) x 16 accumulation (gradient_accumulation_steps 8 -> 16)" in (
+        result.output
+    )
+    assert "2 per device x 16 accumulation x 2 process(es) = 64 global; published: 128" in flat(result.output)
 
     refused = runner.invoke(app, ["align", recipe, "--dry-run", "--num-processes", "3", "--global-batch-size", "128"])
     assert refused.exit_code == 2
-    assert "not a multiple of 2 per device x 3 process(es) = 6" in refused.output
+    assert "--global-batch-size 128 is not a multiple of 2 per device x 3 process(es) = 6" in refused.output
+
+    # A recipe that states its global batch and an accumulation given on the command line: one must go.
+    clash = runner.invoke(app, ["align", recipe, "--dry-run", "--set", "gradient_accumulation_steps=4"])
+    assert clash.exit_code == 2 and "--unset global_batch_size" in clash.output
+    unset = runner.invoke(
+        app, ["align", recipe, "--dry-run", "--unset", "global_batch_size", "--set", "gradient_accumulation_steps=4"]
+    )
+    assert unset.exit_code == 0 and "2 per device x 4 accumulation x 1 process(es) = 8 global" in flat(unset.output)
+
+
+def flat(text: str) -> str:
+    """Rich's table cells wrap; their words, in order, on one line."""
+    return " ".join(text.replace("│", " ").split())
 
 
 def test_two_cpu_processes_through_accelerate(tmp_path: Path, tiny_model_dir: Path, tiny_dataset_path: Path) -> None:

@@ -234,7 +234,8 @@ def test_dry_run_zephyr_sft_recipe_offline(repo_root: Path, tmp_path: Path, monk
     assert "google/gemma-7b" in out
     assert "deita-10k-v0-sft [train_sft]" in out and "deita-10k-v0-sft [test_sft]" in out
     assert "turn tokens <|im_start|>, <|im_end|>" in out
-    assert "4 per device x 4 accumulation x 1 process(es) = 16 global" in out
+    assert "global batch 128 = 4 per device x 1 process(es) x 32 accumulation" in out  # the published 128
+    assert "'packing' not set" not in out  # the recipe packs as run_sft.py did, in so many words
     assert "lr 2e-05, cosine, warmup 0.1, 3 epoch(s)" in out
     assert "max_length 2048" in out
     # The 2024 keys are translated, each with its line.
