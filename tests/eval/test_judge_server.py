@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from judge_support import invoke, judgement_lines, write_prompts
+from judge_support import LlamaServer, free_port, invoke, judgement_lines, write_prompts
 
 from discopop_cli.demo.tiny import build_tiny_model
 
@@ -27,46 +24,6 @@ PROMPTS = [
     ("p4", "humanities", "Who wrote Hamlet?"),
     ("p5", "coding", "What does print('hi') do in Python?"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class LlamaServer:
-    """`python -m llama_cpp.server` in a child process; its access log goes to a file, to count the requests."""
-
-    def __init__(self, model: Path, port: int, log: Path) -> None:
-        self.port, self.log = port, log
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"]
-        # One thread for prompts too: on a busy 2-core machine, llama.cpp's second spinning thread slows prompt
-        # processing tenfold.
-        command += ["--n_threads", "1", "--n_threads_batch", "1"]
-        with open(log, "ab") as handle:
-            self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
-
-    @property
-    def spec(self) -> str:
-        return f"openai:smollm2@http://127.0.0.1:{self.port}/v1"
-
-    def completions(self) -> int:
-        return self.log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -185,7 +142,10 @@ def test_a_gguf_judge_runs_in_process(smollm2_gguf: Path, tiny_model_dir: Path, 
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "judged by gguf-SmolLM2-135M-Instruct.Q4_1" in " ".join(result.output.split())
+    flat = " ".join(result.output.split())
+    assert "judged by gguf-SmolLM2-135M-Instruct.Q4_1" in flat
+    # One llama.cpp context in this process: the default --concurrency 4 falls back to one call at a time, said so.
+    assert "answers one request at a time in this process: --concurrency 4 ignored" in flat
     lines = judgement_lines(run)
     assert [json.loads(line["key"])[2:] for line in lines] == [["p1", "AB"], ["p1", "BA"], ["p2", "AB"], ["p2", "BA"]]
     assert all(line["value"] in ("A", "B", "tie") for line in lines)

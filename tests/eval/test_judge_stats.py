@@ -104,3 +104,53 @@ def test_pair_verdicts_are_read_from_marks_or_json(reply: str, verdict: str | No
 )
 def test_ratings_are_read_and_range_checked(reply: str, rating: float | None) -> None:
     assert verdicts.parse_rating(reply) == rating
+
+
+@pytest.mark.parametrize(
+    ("reply", "rating"),
+    [
+        ("Rating: [[8]]", 8.0),
+        ("[[7]] at first, then [[3]]", 7.0),  # FastChat's re.search: the first mark
+        ("Rating: [6.5] overall", 6.5),  # the single-bracket fallback
+        ("[[9]] and [2]", 9.0),  # the double bracket wins over an earlier-or-later single one
+        ('{"rating": 4}', 4.0),  # structured output (--judge-format json)
+        ("I would give it a seven.", None),
+    ],
+)
+def test_mt_bench_ratings_are_read_as_fastchat_reads_them(reply: str, rating: float | None) -> None:
+    from discopop_cli.eval.judge import mtbench
+
+    assert mtbench.parse_rating(reply) == rating
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        ("[[B]] is close, but [[A]]", "A"),  # FastChat looks for [[A]] first, wherever it is
+        ("[[C]] or maybe [[B]]", "B"),
+        ("Equal: [[C]]", "tie"),
+        ('{"verdict": "C"}', "tie"),
+        ("A is better.", None),
+    ],
+)
+def test_mt_bench_verdicts_are_read_as_fastchat_reads_them(reply: str, verdict: str | None) -> None:
+    from discopop_cli.eval.judge import mtbench
+
+    assert mtbench.parse_verdict(reply) == verdict
+
+
+@pytest.mark.parametrize(
+    ("mode", "category", "turn", "name"),
+    [
+        ("single", "writing", 1, "single-v1"),
+        ("single", "writing", 2, "single-v1-multi-turn"),
+        ("single", "coding", 1, "single-math-v1"),
+        ("single", "reasoning", 2, "single-math-v1-multi-turn"),
+        ("pairwise", "stem", 1, "pair-v2"),
+        ("pairwise", "math", 2, "pair-math-v1-multi-turn"),
+    ],
+)
+def test_mt_bench_judge_prompt_per_category_and_turn(mode: str, category: str, turn: int, name: str) -> None:
+    from discopop_cli.eval.judge import mtbench
+
+    assert mtbench.prompt_name(mode, category, turn) == name

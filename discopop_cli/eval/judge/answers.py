@@ -4,6 +4,11 @@ The sampling defaults are the seed model page's (DiscoPOP-zephyr-7b-gemma): temp
 0.95, 128 new tokens, no repetition penalty, stopping at ChatML's turn markers. Each prompt gets its own seed,
 derived from `--seed` and the prompt's id, so a resumed run writes the answers an uninterrupted one would have
 (up to the nondeterminism of the backend's kernels).
+
+An MT-Bench question has two turns: the second is asked in the same conversation, after the model's own first
+answer, and each question is answered at the temperature MT-Bench gives its category (FastChat's
+`temperature_config`: 0 for math, coding, reasoning and extraction, 0.1 for STEM and humanities, 0.7 otherwise).
+A question's answer is recorded once both turns are made, so an interrupted question is asked again whole.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any, Protocol
 from discopop_cli.core.errors import UserError, first_line
 
 STOP = ["<|im_start|>", "<|im_end|>"]
+MAX_NEW_TOKENS = 128
+DEFAULT_TEMPERATURE = 0.7  # FastChat's, for a category its temperature_config does not list
 LLAMA_HINT = 'pip install "discopop-cli[gguf]"'
 
 
@@ -27,7 +34,7 @@ class Sampling:
     temperature: float = 0.7
     top_k: int = 50
     top_p: float = 0.95
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = MAX_NEW_TOKENS  # None: the protocol's default (MT-Bench: FastChat's 1024)
     seed: int = 42
 
     def check(self) -> None:
@@ -37,7 +44,7 @@ class Sampling:
             raise UserError(f"--top-p {self.top_p}: must be above 0 and at most 1")
         if self.top_k < 0:
             raise UserError(f"--top-k {self.top_k}: must be 0 (off) or more")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UserError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
 
     def as_dict(self) -> dict[str, Any]:
@@ -50,8 +57,13 @@ class ModelSource:
     path: Path
 
     @property
+    def is_outputs(self) -> bool:
+        """Answers made elsewhere, in an AlpacaEval model_outputs.json: read, not generated."""
+        return self.path.is_file() and self.path.suffix.lower() == ".json"
+
+    @property
     def is_gguf(self) -> bool:
-        return self.path.is_file()
+        return self.path.is_file() and not self.is_outputs
 
 
 def parse_models(spec: str) -> list[ModelSource]:
@@ -64,6 +76,10 @@ def parse_models(spec: str) -> list[ModelSource]:
         path = Path(raw)
         _check_model(raw, path)
         name = path.stem if path.is_file() else path.resolve().name
+        if path.suffix.lower() == ".json":
+            from discopop_cli.eval.judge.alpaca import OutputsFile
+
+            name = OutputsFile(path).generator or name
         taken = {s.name for s in sources}
         if any(s.path.resolve() == path.resolve() for s in sources):
             raise UserError(f"--models lists {raw} twice; each model once")
@@ -81,6 +97,11 @@ def _check_model(raw: str, path: Path) -> None:
         return
     if not path.is_file():
         raise UserError(f"--models: {raw} does not exist; give a model folder or a .gguf file")
+    if path.suffix.lower() == ".json":
+        from discopop_cli.eval.judge.alpaca import OutputsFile
+
+        OutputsFile(path)  # read now: a broken file is reported before any model is loaded
+        return
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic != b"GGUF":
@@ -100,8 +121,11 @@ def prompt_seed(seed: int, prompt_id: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+Messages = list[dict[str, str]]
+
+
 class Generator(Protocol):
-    def generate(self, text: str, seed: int) -> tuple[str, int]: ...
+    def generate(self, messages: Messages, seed: int, temperature: float | None = None) -> tuple[str, int]: ...
 
     def close(self) -> None: ...
 
@@ -120,11 +144,11 @@ class LlamaCppGenerator:
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load {path} ({first_line(exc)}); check the file") from None
 
-    def generate(self, text: str, seed: int) -> tuple[str, int]:
+    def generate(self, messages: Messages, seed: int, temperature: float | None = None) -> tuple[str, int]:
         s = self.sampling
         reply = self.llm.create_chat_completion(
-            messages=[{"role": "user", "content": text}],
-            temperature=s.temperature,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=s.temperature if temperature is None else temperature,
             top_k=s.top_k,
             top_p=s.top_p,
             repeat_penalty=1.0,
@@ -160,15 +184,14 @@ class TransformersGenerator:
         if not self.tokenizer.chat_template:
             raise UserError(f"{path} has no chat template in its tokenizer; answer with a chat model")
 
-    def generate(self, text: str, seed: int) -> tuple[str, int]:
+    def generate(self, messages: Messages, seed: int, temperature: float | None = None) -> tuple[str, int]:
         s, tok, torch = self.sampling, self.tokenizer, self.torch
-        rendered = tok.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
+        rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         batch = tok(rendered, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         torch.manual_seed(seed)
-        sample = s.temperature > 0
-        extra: dict[str, Any] = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p} if sample else {}
+        temperature = s.temperature if temperature is None else temperature
+        sample = temperature > 0
+        extra: dict[str, Any] = {"temperature": temperature, "top_k": s.top_k, "top_p": s.top_p} if sample else {}
         with torch.no_grad():
             output = self.model.generate(
                 **batch,
@@ -191,6 +214,10 @@ class TransformersGenerator:
 
 
 def open_generator(source: ModelSource, sampling: Sampling) -> Generator:
+    if source.is_outputs:
+        from discopop_cli.eval.judge.alpaca import OutputsFile
+
+        return OutputsFile(source.path)
     if source.is_gguf:
         return LlamaCppGenerator(source.path, sampling)
     return TransformersGenerator(source.path, sampling)
@@ -202,8 +229,10 @@ def answer_all(
     sampling: Sampling,
     cache: Any,
     on_answer: Callable[[int, int], None] | None = None,
+    temperatures: dict[str, float] | None = None,
 ) -> int:
-    """Answer every prompt not yet in `cache` (loading the model only if one is missing); the number answered."""
+    """Answer every prompt not yet in `cache` (loading the model only if one is missing); the number answered.
+    With `temperatures` (MT-Bench's, by category), a category's temperature replaces the sampling's."""
     missing = [p for p in prompts if p.id not in cache.done]
     if not missing:
         return 0
@@ -211,8 +240,22 @@ def answer_all(
     try:
         for i, prompt in enumerate(missing, start=1):
             started = time.monotonic()
-            text, tokens = generator.generate(prompt.text, prompt_seed(sampling.seed, prompt.id))
-            record = {"key": prompt.id, "category": prompt.category, "answer": text, "tokens": tokens}
+            temperature = None if temperatures is None else temperatures.get(prompt.category, DEFAULT_TEMPERATURE)
+            messages: Messages = []
+            answers, tokens = [], 0
+            for turn, question in enumerate(prompt.all_turns, start=1):
+                messages.append({"role": "user", "content": question})
+                seed = prompt_seed(sampling.seed, prompt.id if turn == 1 else f"{prompt.id}:{turn}")
+                text, used = generator.generate(messages, seed, temperature)
+                messages.append({"role": "assistant", "content": text})
+                answers.append(text)
+                tokens += used
+            record: dict[str, Any] = {"key": prompt.id, "category": prompt.category, "answer": answers[0]}
+            if prompt.turns:
+                record["turns"] = answers
+            if temperature is not None:
+                record["temperature"] = temperature
+            record["tokens"] = tokens
             cache.append({**record, "seconds": round(time.monotonic() - started, 3)})
             if on_answer is not None:
                 on_answer(i, len(missing))

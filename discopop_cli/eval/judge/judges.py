@@ -55,6 +55,7 @@ class JudgeSettings:
 
 class Judge(Protocol):
     name: str
+    concurrent: bool  # whether calls may run in several threads at once
 
     def complete(self, messages: list[dict[str, str]], mode: str, temperature: float = 0.0) -> str: ...
 
@@ -62,6 +63,8 @@ class Judge(Protocol):
 
 
 class OpenAIJudge:
+    concurrent = True  # one HTTP request per call, no shared state but the response format (a benign race)
+
     def __init__(self, model: str, url: str, settings: JudgeSettings, key: str | None) -> None:
         self.model = model
         self.base = url.rstrip("/")
@@ -146,6 +149,8 @@ class OpenAIJudge:
 
 class GGUFJudge:
     """A judge model run in this process by llama.cpp, greedy."""
+
+    concurrent = False  # one llama.cpp context: one call at a time
 
     def __init__(self, path: Path, settings: JudgeSettings) -> None:
         try:

@@ -1,8 +1,15 @@
-"""Prompt sets: the shipped MT-Bench-style set, or any JSONL file whose rows have a `prompt` field.
+"""Prompt sets: the shipped MT-Bench-style set, any JSONL file whose rows have a `prompt` field, MT-Bench's own
+`question.jsonl`, or an AlpacaEval instruction set.
 
 The shipped set (`mt-mini`) has 40 single-turn prompts, five in each of MT-Bench's eight categories. They were
 written for discopop-cli; they are not MT-Bench's questions, so its scores are not comparable with published
 MT-Bench numbers, only between the models you judge with it.
+
+A file's format is told by its first row, the three having no field in common:
+
+    {"prompt": ..., "id": ..., "category": ...}                              plain (id and category optional)
+    {"question_id": 81, "category": ..., "turns": [..], "reference": [..]}   MT-Bench (FastChat's question.jsonl)
+    {"instruction": ..., "dataset": ..., "output": ..., "generator": ...}    AlpacaEval (a JSON list, or JSONL)
 """
 
 from __future__ import annotations
@@ -11,10 +18,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from discopop_cli.core.errors import UserError
 
 SHIPPED = "mt-mini"
+
+
+PLAIN, MT_BENCH, ALPACA_EVAL = "plain", "mt-bench", "alpaca-eval"
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,19 @@ class Prompt:
     id: str
     category: str
     text: str
+    # MT-Bench: every turn (the first is `text`) and the reference answers, where the question has them.
+    turns: tuple[str, ...] = ()
+    reference: tuple[str, ...] = ()
+
+    @property
+    def all_turns(self) -> tuple[str, ...]:
+        return self.turns or (self.text,)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    kind: str  # PLAIN, MT_BENCH or ALPACA_EVAL
+    prompts: list[Prompt]
 
 
 _MT_MINI: dict[str, list[str]] = {
@@ -97,41 +121,86 @@ def shipped_prompts() -> list[Prompt]:
 
 
 def load_prompts(spec: str) -> list[Prompt]:
-    """The shipped set for `mt-mini`, else the rows of a JSONL file (`prompt`, optional `id` and `category`)."""
+    return load_prompt_set(spec).prompts
+
+
+def load_prompt_set(spec: str) -> PromptSet:
+    """The shipped set for `mt-mini`, else a file's rows in whichever of the three formats they are."""
     if spec == SHIPPED:
-        return shipped_prompts()
+        return PromptSet(PLAIN, shipped_prompts())
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"--prompts {spec}: no such file; give a JSONL file with a 'prompt' field or '{SHIPPED}'")
-    prompts: list[Prompt] = []
+        raise UserError(
+            f"--prompts {spec}: no such file; give a JSONL file with a 'prompt' field, MT-Bench's question.jsonl, "
+            f"an AlpacaEval set or '{SHIPPED}'"
+        )
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"--prompts {spec}: cannot read it ({exc}); give a UTF-8 JSONL file") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        prompts.append(_row(path, number, line))
-    if not prompts:
+    rows = _json_rows(path, text)
+    if not rows:
         raise UserError(f'--prompts {spec} has no rows; add lines like {{"prompt": "..."}}')
+    first = rows[0][1]
+    if "turns" in first or "question_id" in first:
+        prompts, kind = [_mt_bench_row(path, number, row) for number, row in rows], MT_BENCH
+    elif "instruction" in first:
+        prompts = [_alpaca_row(path, number, index, row) for index, (number, row) in enumerate(rows)]
+        kind = ALPACA_EVAL
+    else:
+        prompts, kind = [_row(path, number, row) for number, row in rows], PLAIN
     ids = [p.id for p in prompts]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate is not None:
         raise UserError(f"--prompts {spec}: the id {duplicate!r} appears twice; give each row its own 'id'")
-    return prompts
+    return PromptSet(kind, prompts)
 
 
-def _row(path: Path, number: int, line: str) -> Prompt:
-    try:
-        row = json.loads(line)
-    except ValueError as exc:
-        raise UserError(f"{path}:{number} is not valid JSON ({exc}); fix that line") from None
+def _json_rows(path: Path, text: str) -> list[tuple[int, Any]]:
+    """(line number, row) pairs of a JSONL file, or of a JSON list (AlpacaEval ships its sets as one JSON array)."""
+    if text.lstrip().startswith("["):
+        try:
+            return list(enumerate(json.loads(text), start=1))
+        except ValueError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); fix the file") from None
+    numbered = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            numbered.append((number, json.loads(line)))
+        except ValueError as exc:
+            raise UserError(f"{path}:{number} is not valid JSON ({exc}); fix that line") from None
+    return numbered
+
+
+def _row(path: Path, number: int, row: Any) -> Prompt:
     if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
         raise UserError(f"{path}:{number} has no text 'prompt' field; each row needs one")
     return Prompt(str(row.get("id", number)), str(row.get("category") or "all"), row["prompt"])
 
 
+def _mt_bench_row(path: Path, number: int, row: Any) -> Prompt:
+    turns = row.get("turns") if isinstance(row, dict) else None
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+        raise UserError(f"{path}:{number}: 'turns' must be a list of question texts, as in MT-Bench's question.jsonl")
+    if "question_id" not in row or not isinstance(row.get("category"), str):
+        raise UserError(f"{path}:{number}: an MT-Bench question needs 'question_id' and 'category'; fix that line")
+    reference = row.get("reference", [])
+    if not isinstance(reference, list) or not all(isinstance(r, str) for r in reference):
+        raise UserError(f"{path}:{number}: 'reference' must be a list of reference answers, one per turn")
+    return Prompt(str(row["question_id"]), row["category"], turns[0], tuple(turns), tuple(reference))
+
+
+def _alpaca_row(path: Path, number: int, index: int, row: Any) -> Prompt:
+    if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
+        raise UserError(f"{path}:{number} has no text 'instruction' field; each AlpacaEval row needs one")
+    # AlpacaEval's rows have no id: its annotations and its GLM know an instruction by its position in the set.
+    return Prompt(str(index), str(row.get("dataset") or "alpaca_eval"), row["instruction"])
+
+
 def prompts_digest(prompts: list[Prompt]) -> str:
     """A short hash of the prompt set, so a resumed run can tell that the prompts changed under it."""
-    body = json.dumps([[p.id, p.category, p.text] for p in prompts], ensure_ascii=False)
+    rows = [[p.id, p.category, p.text] + ([list(p.turns), list(p.reference)] if p.turns else []) for p in prompts]
+    body = json.dumps(rows, ensure_ascii=False)
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from discopop_cli.eval.judge import stats, verdicts
-from discopop_cli.eval.judge.prompts import Prompt
+from discopop_cli.eval.judge import mtbench, stats, verdicts
+from discopop_cli.eval.judge.prompts import MT_BENCH, PromptSet
 from discopop_cli.eval.judge.store import JsonlCache
 
 INTERVALS = "[low, high]: 95% bootstrap intervals over prompts."
@@ -29,14 +30,44 @@ def _failures(cache: JsonlCache, keys: list[str]) -> list[dict[str, str]]:
     return found
 
 
-def _pairwise(c: str, ref: str, prompts: list[Prompt], answers: dict[str, Any], cache: JsonlCache) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Game:
+    """One comparison of a candidate with the reference: a prompt, or one turn of an MT-Bench question."""
+
+    id: str
+    category: str
+    turn: int
+    keys: tuple[str, str]  # the judge calls with the candidate shown first, then second
+    length_diff: int  # characters, candidate minus reference
+
+
+def _games(c: str, ref: str, prompt_set: PromptSet, answers: dict[str, Any]) -> list[Game]:
+    games = []
+    for p in prompt_set.prompts:
+        mine, theirs = _turns(answers[c][p.id]), _turns(answers[ref][p.id])
+        for turn in range(1, len(p.all_turns) + 1):
+            if prompt_set.kind == MT_BENCH:
+                keys = tuple(mtbench.pair_key(c, ref, p.id, turn, order) for order in ("AB", "BA"))
+            else:
+                keys = tuple(verdicts.pair_key(c, ref, p.id, order) for order in ("AB", "BA"))
+            diff = len(mine[turn - 1]) - len(theirs[turn - 1])
+            games.append(Game(p.id, p.category, turn, keys, diff))  # type: ignore[arg-type]
+    return games
+
+
+def _turns(answer: dict[str, Any]) -> list[str]:
+    return list(answer.get("turns") or [answer["answer"]])
+
+
+def _pairwise(c: str, ref: str, prompt_set: PromptSet, answers: dict[str, Any], cache: JsonlCache) -> dict[str, Any]:
     outcomes, diffs, consistent = [], [], 0
     wins = {1.0: 0, 0.5: 0, 0.0: 0}
     categories: dict[str, list[float]] = defaultdict(list)
-    keys = []
-    for p in prompts:
-        first, second = verdicts.pair_key(c, ref, p.id, "AB"), verdicts.pair_key(c, ref, p.id, "BA")
-        keys += [first, second]
+    turns: dict[int, list[float]] = defaultdict(list)
+    by_game: dict[str, float] = {}
+    games = _games(c, ref, prompt_set, answers)
+    for game in games:
+        first, second = game.keys
         if first not in cache.done or second not in cache.done:
             continue
         v1, v2 = cache.done[first]["value"], cache.done[second]["value"]
@@ -44,8 +75,10 @@ def _pairwise(c: str, ref: str, prompts: list[Prompt], answers: dict[str, Any], 
         consistent += outcome != 0.5 or (v1 == "tie" and v2 == "tie")
         wins[outcome] += 1
         outcomes.append(outcome)
-        categories[p.category].append(outcome)
-        diffs.append(len(answers[c][p.id]["answer"]) - len(answers[ref][p.id]["answer"]))
+        categories[game.category].append(outcome)
+        turns[game.turn].append(outcome)
+        diffs.append(game.length_diff)
+        by_game[game.id if prompt_set.kind != MT_BENCH else f"{game.id}:{game.turn}"] = outcome
     n = len(outcomes)
     return {
         "model": c,
@@ -59,22 +92,37 @@ def _pairwise(c: str, ref: str, prompts: list[Prompt], answers: dict[str, Any], 
         "categories": [
             {"category": name, **stats.mean_estimate(values).as_dict()} for name, values in categories.items()
         ],
-        "failed": _failures(cache, keys),
+        **({"turns": _turn_cells(turns)} if prompt_set.kind == MT_BENCH else {}),
+        "outcomes": by_game,
+        "failed": _failures(cache, [key for game in games for key in game.keys]),
     }
 
 
-def _single(model: str, prompts: list[Prompt], cache: JsonlCache) -> dict[str, Any]:
-    scores, categories = [], defaultdict(list)
-    for p in prompts:
-        record = cache.done.get(verdicts.grade_key(model, p.id))
-        if record is not None:
-            scores.append(float(record["value"]))
-            categories[p.category].append(float(record["value"]))
+def _turn_cells(turns: dict[int, list[float]]) -> list[dict[str, Any]]:
+    return [{"turn": turn, **stats.mean_estimate(values).as_dict()} for turn, values in sorted(turns.items())]
+
+
+def _single(model: str, prompt_set: PromptSet, cache: JsonlCache) -> dict[str, Any]:
+    scores, categories, turns = [], defaultdict(list), defaultdict(list)
+    keys = []
+    for p in prompt_set.prompts:
+        for turn in range(1, len(p.all_turns) + 1):
+            if prompt_set.kind == MT_BENCH:
+                key = mtbench.grade_key(model, p.id, turn)
+            else:
+                key = verdicts.grade_key(model, p.id)
+            keys.append(key)
+            record = cache.done.get(key)
+            if record is not None:
+                scores.append(float(record["value"]))
+                categories[p.category].append(float(record["value"]))
+                turns[turn].append(float(record["value"]))
     return {
         "model": model,
         "score": stats.mean_estimate(scores).as_dict(),
+        **({"turns": _turn_cells(turns)} if prompt_set.kind == MT_BENCH else {}),
         "categories": [{"category": k, **stats.mean_estimate(v).as_dict()} for k, v in categories.items()],
-        "failed": _failures(cache, [verdicts.grade_key(model, p.id) for p in prompts]),
+        "failed": _failures(cache, keys),
     }
 
 
@@ -86,19 +134,28 @@ def _mean_length(answers: dict[str, Any]) -> float:
 def results(
     mode: str,
     judge: str,
-    prompts: list[Prompt],
+    prompt_set: PromptSet,
     answers: dict[str, dict[str, Any]],
     cache: JsonlCache,
     reference: str | None,
 ) -> dict[str, Any]:
-    doc: dict[str, Any] = {"mode": mode, "judge": judge, "prompts": len(prompts), "judgements_file": str(cache.path)}
+    doc: dict[str, Any] = {
+        "mode": mode,
+        "protocol": prompt_set.kind,
+        "judge": judge,
+        "prompts": len(prompt_set.prompts),
+        "judgements_file": str(cache.path),
+    }
     if mode == verdicts.PAIRWISE:
         assert reference is not None
         doc["reference"] = reference
         doc["reference_mean_length"] = _mean_length(answers[reference])
-        doc["models"] = [_pairwise(c, reference, prompts, answers, cache) for c in answers if c != reference]
+        doc["models"] = [_pairwise(c, reference, prompt_set, answers, cache) for c in answers if c != reference]
     else:
-        doc["models"] = [_single(m, prompts, cache) for m in answers]
+        models = [_single(m, prompt_set, cache) for m in answers]
+        if prompt_set.kind == MT_BENCH:  # show_result's order: best first
+            models.sort(key=lambda m: -m["score"]["value"] if m["score"]["n"] else float("inf"))
+        doc["models"] = models
     return doc
 
 
@@ -122,6 +179,8 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
     title = f"vs {doc['reference']}, judged by {doc['judge']}" if pairwise else f"graded 1-10 by {doc['judge']}"
+    if doc.get("protocol") == MT_BENCH:
+        title = f"MT-Bench ({doc['prompts']} questions, both turns) " + title
     table = Table(title=escape(title), caption=escape(INTERVALS + (PAIR_NOTES if pairwise else "") + CLAIM))
     if pairwise:
         table.add_column("model", min_width=12, overflow="fold")
@@ -133,6 +192,15 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
             lengths = f"{m['mean_length']:.0f} vs {doc['reference_mean_length']:.0f}"
             cells = [_cell(m["win_rate"]), _cell(m["lc_win_rate"]), wtl, consistency, lengths]
             table.add_row(*(escape(cell) for cell in [m["model"], *cells]))
+    elif doc.get("protocol") == MT_BENCH:
+        # FastChat's show_result: the mean score of each turn, then of both, best model first.
+        table.add_column("model", min_width=12, overflow="fold")
+        for column in ("First turn", "Second turn", "Average", "graded"):
+            table.add_column(column, justify="right")
+        for m in doc["models"]:
+            turns = {cell["turn"]: _cell(cell, percent=False) for cell in m["turns"]}
+            cells = [turns.get(1, "-"), turns.get(2, "-"), _cell(m["score"], percent=False), str(m["score"]["n"])]
+            table.add_row(*(escape(cell) for cell in [m["model"], *cells]))
     else:
         table.add_column("model", min_width=12, overflow="fold")
         table.add_column("mean rating", justify="right")
@@ -140,6 +208,8 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
         for m in doc["models"]:
             table.add_row(escape(m["model"]), escape(_cell(m["score"], percent=False)), str(m["score"]["n"]))
     out.print(table)
+    if doc.get("alpaca_eval"):
+        out.print(_alpaca_eval_table(doc))
     out.print(_category_table(doc))
     failed = [(m["model"], f) for m in doc["models"] for f in m["failed"]]
     for _, failure in failed:
@@ -148,12 +218,36 @@ def show(doc: dict[str, Any], *, as_json: bool) -> None:
         warn(f"{len(failed)} judgement(s) missing from these figures; run the same command with --resume to retry them")
 
 
+def _alpaca_eval_table(doc: dict[str, Any]) -> Any:
+    """alpaca_eval's figures (its annotator, one order per instruction; its GLM) beside the project's."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    ours = {m["model"]: m for m in doc["models"]}
+    annotator = doc["alpaca_eval"][0]["annotator"]
+    notes = sorted({f["note"] for f in doc["alpaca_eval"] if f["note"]})
+    table = Table(title=escape(f"alpaca_eval's own figures (annotator {annotator}) beside ours"))
+    table.caption = escape(" ".join([f"vs {doc['reference']}; its annotator asks once per instruction.", *notes]))
+    table.add_column("model", min_width=12, overflow="fold")
+    for column in ("its win rate %", "its LC %", "annotated", "our win rate %", "our LC %"):
+        table.add_column(column, justify="right")
+    for figure in doc["alpaca_eval"]:
+        mine = ours[figure["model"]]
+        lc = f"{figure['lc_win_rate']:.1f}" if figure["lc_win_rate"] is not None else "-"
+        plain = f"{figure['win_rate']:.1f}" if figure["win_rate"] is not None else "-"
+        cells = [plain, lc, str(figure["n"])]
+        cells += [f"{100 * mine['win_rate']['value']:.1f}", f"{100 * mine['lc_win_rate']['value']:.1f}"]
+        table.add_row(*(escape(cell) for cell in [figure["model"], *cells]))
+    return table
+
+
 def _category_table(doc: dict[str, Any]) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
-    table = Table(title=("win rate %" if pairwise else "mean rating") + " by category [95% interval] (prompts)")
+    counted = "(turns)" if doc.get("protocol") == MT_BENCH else "(prompts)"  # MT-Bench: one figure per turn
+    table = Table(title=("win rate %" if pairwise else "mean rating") + f" by category [95% interval] {counted}")
     table.add_column("category", min_width=8, overflow="fold")
     names: list[str] = []
     for m in doc["models"]:

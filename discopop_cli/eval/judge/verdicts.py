@@ -34,8 +34,14 @@ _PAIR_MARK = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _RATING_MARK = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 
 
+def json_note(mode: str) -> str:
+    """What a judge asked for structured output (--judge-format json) is told to write."""
+    schema = '{"verdict": "A" | "B" | "C"}' if mode == PAIRWISE else '{"rating": 1..10}'
+    return _JSON_NOTE.format(schema=schema)
+
+
 def pair_messages(question: str, first: str, second: str, *, as_json: bool = False) -> list[dict[str, str]]:
-    system = _PAIR_SYSTEM + (_JSON_NOTE.format(schema='{"verdict": "A" | "B" | "C"}') if as_json else "")
+    system = _PAIR_SYSTEM + (json_note(PAIRWISE) if as_json else "")
     user = (
         f"[Question]\n{question}\n\n[Answer of assistant A]\n{first}\n[End of A]\n\n"
         f"[Answer of assistant B]\n{second}\n[End of B]"
@@ -44,7 +50,7 @@ def pair_messages(question: str, first: str, second: str, *, as_json: bool = Fal
 
 
 def single_messages(question: str, answer: str, *, as_json: bool = False) -> list[dict[str, str]]:
-    system = _SINGLE_SYSTEM + (_JSON_NOTE.format(schema='{"rating": 1..10}') if as_json else "")
+    system = _SINGLE_SYSTEM + (json_note(SINGLE) if as_json else "")
     user = f"[Question]\n{question}\n\n[Answer of the assistant]\n{answer}\n[End of answer]"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -58,7 +64,7 @@ def json_schema(mode: str) -> dict[str, Any]:
     return {"type": "object", "properties": prop, "required": list(prop)}
 
 
-def _json_field(reply: str, field: str) -> Any:
+def json_field(reply: str, field: str) -> Any:
     start, end = reply.find("{"), reply.rfind("}")
     if start < 0 or end <= start:
         return None
@@ -72,7 +78,7 @@ def _json_field(reply: str, field: str) -> Any:
 def parse_pair(reply: str) -> str | None:
     """'A', 'B' or 'tie', or None when the reply holds no verdict."""
     marks = _PAIR_MARK.findall(reply)
-    mark = marks[-1] if marks else _json_field(reply, "verdict")
+    mark = marks[-1] if marks else json_field(reply, "verdict")
     if not isinstance(mark, str):
         return None
     mark = mark.strip().upper()
@@ -84,7 +90,7 @@ def parse_pair(reply: str) -> str | None:
 def parse_rating(reply: str) -> float | None:
     """A rating from 1 to 10, or None when the reply holds none (or one out of range)."""
     marks = _RATING_MARK.findall(reply)
-    value: Any = float(marks[-1]) if marks else _json_field(reply, "rating")
+    value: Any = float(marks[-1]) if marks else json_field(reply, "rating")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if 1 <= value <= 10 else None
