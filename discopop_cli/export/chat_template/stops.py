@@ -1,4 +1,9 @@
-"""Where a reply stops: the special tokens the chat format writes around turns."""
+"""Where a reply stops: the control tokens the chat format writes around turns.
+
+Only control tokens count (`<|im_start|>`, `<|im_end|>`, `<start_of_turn>`, `<end_of_turn>`, eos): a vocabulary may
+also type text as user-defined tokens (Gemma's `\n`, `\n\n` and runs of spaces), and those occur inside answers,
+so a reply must never stop at them. Whitespace is never a stop, whatever its type.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,11 @@ def _tokens_in(text: str, special_texts: set[str]) -> list[str]:
 
 
 def stop_strings(fmt: ChatFormat, special_texts: set[str], bos_text: str | None) -> list[str]:
-    """Turn-start tokens, then end-of-turn tokens: where a reply must stop (the seed's ["<|im_start|>", "<|im_end|>"])."""
+    """Turn-start tokens, then end-of-turn tokens: where a reply must stop (the seed's ["<|im_start|>", "<|im_end|>"]).
+
+    `special_texts` are the vocabulary's control tokens; whitespace among them is dropped all the same.
+    """
+    special_texts = {text for text in special_texts if text.strip()}
     prefixes = "".join(prefix for prefix, _ in fmt.wrappers.values()) + fmt.generation_prompt
     suffixes = "".join(suffix for _, suffix in fmt.wrappers.values())
     stops: list[str] = []
@@ -34,6 +43,7 @@ def stop_strings(fmt: ChatFormat, special_texts: set[str], bos_text: str | None)
 
 
 def end_of_turn_token(fmt: ChatFormat, special_texts: set[str]) -> str | None:
-    """The special token that closes an assistant turn (`<|im_end|>` for ChatML), if there is one."""
+    """The control token that closes an assistant turn (`<|im_end|>` for ChatML), if there is one."""
+    special_texts = {text for text in special_texts if text.strip()}
     tokens = _tokens_in(fmt.assistant[1], special_texts)
     return tokens[0] if tokens else None
