@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -54,11 +55,13 @@ def recipe(data: str, **changes: Any) -> str:
     return yaml.safe_dump({k: v for k, v in body.items() if v is not None}, sort_keys=False)
 
 
-# A model folder that passes the checks made before loading, and that a load would fail on (empty weights, no
+# A safetensors file holding no tensor: its header is sound, so the checks made before loading pass it.
+EMPTY_SAFETENSORS = (8).to_bytes(8, "little") + b"{}      "
+# A model folder that passes the checks made before loading, and that a load would fail on (no tensors, no
 # tokenizer): a case that got as far as loading would fail with another message.
-UNLOADABLE_MODEL = {"model/config.json": "{}", "model/model.safetensors": b""}
+UNLOADABLE_MODEL = {"model/config.json": "{}", "model/model.safetensors": EMPTY_SAFETENSORS}
 PICKLED_MODEL = {"model/model.safetensors": None, "model/pytorch_model.bin": b"\x80\x02}q\x00."}
-# The tiny model with its weights file cut short: found by the early checks, refused by the load itself.
+# The tiny model with its weights file cut short: refused by the header check made before loading.
 DAMAGED_MODEL = {"model": "@tiny", "model/model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{"}
 
 
@@ -109,12 +112,16 @@ MERGE_OUT = ["-o", "{tmp}/out"]
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every path under `root`: a folder as 'dir', a file as its size and content hash."""
+    """Every path under `root`: a folder as 'dir', a symlink as its target, a file as its size and content hash."""
     found = {}
     for path in sorted(root.rglob("*")):
         key = str(path.relative_to(root))
-        if path.is_dir():
+        if path.is_symlink():
+            found[key] = f"link:{os.readlink(path)}"
+        elif path.is_dir():
             found[key] = "dir"
+        elif not path.is_file():
+            found[key] = "special"  # a FIFO: reading it would wait for a writer
         else:
             found[key] = f"{path.stat().st_size}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
     return found
@@ -164,6 +171,7 @@ def check_refused(bad: Case, tmp_path: Path, tiny_model_dir: Path, monkeypatch: 
     assert result.exit_code == bad.code, output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
+    assert len(errors[0]) <= 700, f"an error line of {len(errors[0])} characters"  # cut to a readable length
     flat = " ".join(output.split())
     assert bad.message.replace("{tmp}", str(tmp)) in flat, output
     assert bad.hidden is None or bad.hidden not in output
@@ -196,3 +204,62 @@ def forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(refuse))
     monkeypatch.setattr(datasets, "load_dataset", refuse)
     monkeypatch.setattr(datasets, "load_from_disk", refuse)
+
+
+# ---- files that lie: what the fault and safetensors suites build -------------------------------------------------
+
+
+def safetensors_bytes(header: dict[str, Any], data: bytes = b"", *, length: int | None = None) -> bytes:
+    """A safetensors file from a header and data as given, however wrong; `length` overrides the header length."""
+    encoded = json.dumps(header).encode()
+    return (len(encoded) if length is None else length).to_bytes(8, "little") + encoded + data
+
+
+def rewrite_header(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a real safetensors file's header through `change`, keeping its data bytes as they are."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    change(header)
+    path.write_bytes(safetensors_bytes(header, raw[8 + length :]))
+
+
+def lying_offsets(header: dict[str, Any]) -> None:
+    """Every tensor claims the data's first bytes: [0, n], the header of a file whose tensors all read the same."""
+    for name, info in header.items():
+        if name != "__metadata__":
+            info["data_offsets"] = [0, info["data_offsets"][1] - info["data_offsets"][0]]
+
+
+# A PNG that discopop did not draw (no Software text of its own): a user's picture.
+USER_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"\x00" * 17 + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def discover_files(model: str = "{tmp}/model", data: str = "{tmp}/pairs.jsonl") -> dict[str, Any]:
+    """A discovery set-up whose checks pass: an align recipe with an eval split on `model` and `data`, an empty
+    proposer folder. The model is a copy of the tiny one unless the caller says otherwise."""
+    body = {
+        "model_name_or_path": model,
+        "dataset_mixture": {"datasets": [{"id": data}], "seed": 0, "test_split_size": 2},
+        "loss_type": "discopop",
+        "max_steps": 1,
+        "eval_strategy": "steps",
+        "eval_steps": 1,
+        "report_to": "none",
+    }
+    return {"recipe.yaml": yaml.safe_dump(body), "model": TINY, "pairs.jsonl": jsonl(PAIRS), "inbox": DIR}
+
+
+def scored_archive(fitness: Any = 0.5) -> str:
+    """One archive line of a scored candidate, as discover writes it."""
+    entry = {
+        "id": "g001-abc",
+        "generation": 1,
+        "origin": "a.py",
+        "status": "scored",
+        "fitness": fitness,
+        "metrics": {"reward_margin": 0.1},
+        "code": "def candidate(a, b, c, d, *, beta):\n    return a\n",
+        "function": "candidate",
+    }
+    return json.dumps(entry) + "\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from discopop_cli.core.errors import UserError
+from discopop_cli.core.faults import c_call_interrupts
 from discopop_cli.export import chat_template
 
 Message = dict[str, str]
@@ -91,7 +92,8 @@ class GgufEngine:
                 raise UserError(f"{path} is not a GGUF llama.cpp can read; export it again with discopop export --gguf")
             trained = llama_model_n_ctx_train(probe)
             llama_model_free(probe)
-            self.llm = Llama(model_path=str(path), n_ctx=min(context, trained) if context else 0, verbose=False)
+            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
+                self.llm = Llama(model_path=str(path), n_ctx=min(context, trained) if context else 0, verbose=False)
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         self.stops = template_stops(self.template, *self._special_tokens())
 

@@ -2,7 +2,12 @@
 
 - `errors`: UserError (exit 2) and RunFailure (exit 1), the one-line messages the CLI prints.
 - `console`: the stdout/stderr consoles, `notice` and `warn`, quiet on ranks other than 0.
-- `outputs`: outputs written under a temporary name and moved into place when complete; `--force`.
+- `outputs`: outputs kept apart from inputs, written under a temporary name and moved into place when complete;
+  `--force` only on discopop's own output (its marker, or a file's signature).
+- `locks`: one writer per output (a lock beside it), and the staging of dead runs cleared away.
+- `weights`: the one safetensors reader, every header checked against its file.
+- `faults`: a full disk and overlong messages as one line; exit 130 for Ctrl-C.
+- `yaml_text`: YAML without aliases, nesting bounded.
 - `json_files`: reading a model's JSON files with a one-line error when one is damaged.
 - `suggest`: "did you mean ...?" for misspelt names.
 - `model_card`: README.md model cards, framework versions and the Gemma notice.

@@ -5,6 +5,8 @@ import os
 from rich.console import Console
 from rich.markup import escape
 
+from discopop_cli.core.faults import one_line
+
 out = Console()
 err = Console(stderr=True)
 
@@ -18,10 +20,10 @@ def notice(message: str) -> None:
     """One line telling the user something was decided on their behalf."""
     if not is_main_rank():
         return
-    err.print(f"[cyan]notice:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[cyan]notice:[/] {escape(one_line(message, 1000))}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     if not is_main_rank():
         return
-    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(one_line(message, 1000))}", highlight=False, soft_wrap=True)

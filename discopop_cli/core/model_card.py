@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from discopop_cli.core.yaml_text import YamlRefused, load_yaml_text
+
 GEMMA_NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"
 
 # Metrics shown in the results table, in the seed card's order; TRL's log-history key -> column title.
@@ -172,7 +174,10 @@ def split_card(text: str) -> tuple[dict[str, Any], str]:
     if text.startswith("---\n"):
         end = text.find("\n---", 4)
         if end != -1:
-            front = yaml.safe_load(text[4:end]) or {}
+            try:
+                front = load_yaml_text(text[4:end]) or {}
+            except YamlRefused:  # aliases or deep nesting: not a card this tool reads
+                front = None
             if isinstance(front, dict):
                 body = text[end + 4 :]
                 return front, body[1:] if body.startswith("\n") else body

@@ -178,6 +178,8 @@ def check_local_spec(
             if splits and split_base(spec.split) not in splits:
                 raise UserError(f"dataset {spec.id} has no split '{spec.split}'; it has {sorted(splits)}")
         return
+    if not path.is_file():  # a FIFO or a device: reading it could wait forever
+        raise UserError(f"dataset {path} is not a regular file (a FIFO, socket or device); give a data file")
     if path.suffix.lower() not in FILE_BUILDERS:
         raise UserError(f"dataset file {path} has an unsupported type; use .json, .jsonl, .parquet or .csv")
     if split_base(spec.split) != "train":

@@ -20,6 +20,12 @@ from discopop_cli.core.errors import UserError
 TEXT, CONVERSATION = "text", "a conversation (a list of messages)"
 # Message keys: the OpenAI/TRL form, and ShareGPT's (`conversations` columns).
 _MESSAGE_KEYS = (("role", "content"), ("from", "value"))
+# The roles chat templates know, per form; any other ends in a template error or is silently dropped.
+_ROLES = {
+    "role": ("system", "user", "assistant", "tool", "developer", "function", "ipython"),
+    "from": ("system", "human", "gpt", "user", "assistant", "tool", "function_call", "observation", "function"),
+}
+_ANSWER_ROLES = ("assistant", "gpt")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,9 @@ def _message_problem(message: Any, number: int) -> str | None:
                 return f"message {number} has no '{role_key}' (got {_type_name(role)})"
             if not isinstance(content, str | list):
                 return f"message {number} has no '{content_key}' text (got {_type_name(content)})"
+            if role not in _ROLES[role_key]:
+                known = ", ".join(_ROLES[role_key][:4])
+                return f"message {number} has the role {role[:40]!r}, which chat templates do not know (use {known})"
             return None
     return f"message {number} has neither 'role'/'content' nor 'from'/'value' keys (it has {sorted(message)})"
 
@@ -71,6 +80,10 @@ def value_problem(value: Any, kinds: tuple[str, ...]) -> tuple[str | None, str |
             problem = _message_problem(message, number)
             if problem:
                 return problem, None
+        last = value[-1]
+        role, content = last.get("role", last.get("from")), last.get("content", last.get("value"))
+        if role in _ANSWER_ROLES and (not content or (isinstance(content, str) and not content.strip())):
+            return f"ends with an empty {role} message (message {len(value)}): there is no answer to learn", None
         return None, CONVERSATION
     if value is None:
         return "is empty (null)", None
@@ -130,6 +143,9 @@ def find_bad_rows(rows: Iterable[tuple[int | None, Any]], fmt: RowFormat) -> tup
                 bad.append(BadRow(index, column, problem, line))
                 break
         else:
+            if "chosen" in fmt.columns and "rejected" in fmt.columns and row["chosen"] == row["rejected"]:
+                bad.append(BadRow(index, "rejected", "is the same as chosen: the pair prefers nothing", line))
+                continue
             for column in fmt.columns:
                 kinds.setdefault(column, value_problem(row[column], fmt.columns[column])[1] or "")
     return count, bad

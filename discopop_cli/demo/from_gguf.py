@@ -234,10 +234,11 @@ def _convert(gguf_path: Path, out_dir: Path) -> Path:
 def write_folder(gguf_path: Path, out_dir: Path, *, force: bool = False) -> Path:
     """Convert beside `out_dir` and rename the folder into place once complete."""
     from discopop_cli.core.outputs import check_destination, staged_dir
+    from discopop_cli.demo.tiny import BUILT_FILES
 
     out_dir = Path(out_dir).absolute()
-    check_destination(out_dir, force=force, what="model directory")
-    with staged_dir(out_dir) as staging:
+    check_destination(out_dir, force=force, what="model directory", legacy_files=BUILT_FILES)
+    with staged_dir(out_dir, command="demo") as staging:
         gguf_to_transformers(gguf_path, staging)
     return out_dir
 

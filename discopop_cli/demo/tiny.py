@@ -252,13 +252,31 @@ def build_tiny_model(
     return out_dir
 
 
+# What the demo builds write (the tiny model, SmolLM2's conversion): a folder of these alone is an earlier
+# build, which --force may replace.
+BUILT_FILES = frozenset(
+    {
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.jinja",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+    }
+)
+
+
 def build_into(out_dir: Path, *, force: bool = False, seed: int = 0) -> Path:
     """Build the tiny model beside `out_dir` and rename it into place once complete."""
     from discopop_cli.core.outputs import check_destination, staged_dir
 
     out_dir = Path(out_dir).absolute()
-    check_destination(out_dir, force=force, what="tiny model directory")
-    with staged_dir(out_dir) as staging:
+    check_destination(out_dir, force=force, what="tiny model directory", legacy_files=BUILT_FILES)
+    with staged_dir(out_dir, command="demo") as staging:
         build_tiny_model(staging, seed=seed)
     return out_dir
 

@@ -8,6 +8,7 @@ was being written is skipped when read (and said so), never rewritten.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -20,21 +21,52 @@ SETTINGS = "discover.json"
 
 
 def read(folder: Path) -> list[dict[str, Any]]:
+    """Every candidate of the archive; a damaged line is refused naming its number, except a last line cut short
+    (no newline after it: a crash while it was written), which is skipped with a warning."""
     path = folder / ARCHIVE
     if not path.is_file():
         return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-        except ValueError:
-            warn(f"{path}: line {number} is not complete JSON (an interrupted write?); skipped")
-            continue
-        if isinstance(entry, dict) and "id" in entry:
-            entries.append(entry)
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            if number == len(lines):  # no newline after it: cut short while being written
+                warn(f"{path}: line {number} is not complete JSON (an interrupted write?); skipped")
+                continue
+            what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "is not valid JSON"
+            raise UserError(f"{path} line {number} {what}; restore the archive or remove that line") from None
+        problem = _problem(entry)
+        if problem:
+            raise UserError(f"{path} line {number} {problem}; restore the archive or remove that line")
+        entries.append(entry)
     return entries
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _problem(entry: Any) -> str | None:
+    """What keeps one archive line from being a candidate, else None."""
+    if not isinstance(entry, dict):
+        return f"holds a JSON {type(entry).__name__}, not one candidate (one JSON object per line)"
+    if not isinstance(entry.get("id"), str) or not isinstance(entry.get("generation"), int):
+        return "has no candidate id and generation number"
+    if entry.get("status") == "scored":
+        if not _is_number(entry.get("fitness")):
+            return f"has a fitness that is not a finite number ({str(entry.get('fitness'))[:40]!r})"
+        metrics = entry.get("metrics", {})
+        if not isinstance(metrics, dict):
+            return "has metrics that are not a mapping"
+        margin = metrics.get("reward_margin")
+        if margin is not None and not _is_number(margin):
+            return f"has a reward margin that is not a number ({str(margin)[:40]!r})"
+    return None
 
 
 def append(folder: Path, entry: dict[str, Any]) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 from discopop_cli.core.console import out
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.outputs import check_destination, staged_dir
+from discopop_cli.core.locks import claimed
+from discopop_cli.core.outputs import check_apart, check_destination, staged_dir
 from discopop_cli.discover import archive, fitness
 from discopop_cli.discover.candidate import formula
 from discopop_cli.losses.registry import PLUGIN_GROUP
@@ -27,8 +28,13 @@ def run_export(folder: Path, *, name: str, candidate_id: str | None, output: Pat
     _check_name(name)
     entry = _pick(entries, candidate_id)
     destination = output or folder / f"plugin-{name}"
+    inputs = [("archive", folder / archive.ARCHIVE), ("discovery settings", folder / archive.SETTINGS)]
+    check_apart(destination, inputs, "--output")
     check_destination(destination, force=force, what="plugin folder")
-    with staged_dir(destination) as staging:
+    with (
+        claimed(destination, "discover export", force=force, what="plugin folder"),
+        staged_dir(destination, command="discover export") as staging,
+    ):
         _write_package(staging, name, entry, folder)
     out.print(
         f"[green]exported:[/] {entry['id']} (fitness {entry['fitness']:.4f}) as loss `{name}` -> {destination}",

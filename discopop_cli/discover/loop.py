@@ -17,7 +17,8 @@ from rich.markup import escape
 
 from discopop_cli.core.console import notice, out
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.outputs import check_writable, staged_file
+from discopop_cli.core.locks import output_lock
+from discopop_cli.core.outputs import check_apart, check_replaceable_folder, check_writable, mark, staged_file
 from discopop_cli.discover import archive, fitness, sandbox, training
 from discopop_cli.discover.candidate import Candidate, function_name
 from discopop_cli.discover.proposers import Proposer, parse_proposer
@@ -46,7 +47,10 @@ def run_discover(
         raise UserError(f"--train-timeout {train_timeout:g}: give a number of seconds above 0")
     if resume and force:
         raise UserError("--resume and --force contradict each other; pass one")
-    beta = _check_recipe(recipe_path, overrides)
+    beta, inputs = _check_recipe(recipe_path, overrides)
+    if proposer_spec.startswith("dir:"):
+        inputs.append(("proposer folder", Path(proposer_spec[4:]).expanduser()))
+    check_apart(out_dir, inputs, "--out")
     _check_out_dir(out_dir, resume=resume, force=force)
     proposer = parse_proposer(
         proposer_spec,
@@ -55,13 +59,23 @@ def run_discover(
         temperature=temperature,
         max_tokens=max_tokens,
     )
-    if force and out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"recipe": str(recipe_path), "proposer": proposer_spec, "overrides": overrides, "beta": beta}
-    _write_settings(out_dir, settings, resume=resume)
-    entries = archive.read(out_dir)
-    context = _Context(recipe_path, overrides, out_dir, beta, keep_models, train_timeout)
+    with output_lock(out_dir, "discover"):
+        _check_out_dir(out_dir, resume=resume, force=force)  # again, holding the lock
+        entries = archive.read(out_dir) if resume else []  # a damaged archive is refused before anything is written
+        if force and out_dir.exists():
+            shutil.rmtree(out_dir)  # discopop's own run: _check_out_dir made sure
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mark(out_dir, "discover")
+        settings = {"recipe": str(recipe_path), "proposer": proposer_spec, "overrides": overrides, "beta": beta}
+        _write_settings(out_dir, settings, resume=resume)
+        context = _Context(recipe_path, overrides, out_dir, beta, keep_models, train_timeout)
+        _generations(proposer, proposer_spec, entries, generations, context)
+
+
+def _generations(
+    proposer: Proposer, proposer_spec: str, entries: list[dict[str, Any]], generations: int, context: _Context
+) -> None:
+    out_dir = context.folder
     for generation in range(len(entries) + 1, generations + 1):
         candidate = proposer.propose(entries, generation)
         if candidate is None:
@@ -93,8 +107,9 @@ class _Context:
         self.limits = sandbox.Limits()
 
 
-def _check_recipe(recipe_path: Path, overrides: list[str]) -> float:
-    """The recipe, as `align` checks it; discovery scores on its eval split, so it must have one."""
+def _check_recipe(recipe_path: Path, overrides: list[str]) -> tuple[float, list[tuple[str, Path]]]:
+    """The recipe, as `align` checks it (discovery scores on its eval split, so it must have one): its beta, and
+    what its runs read from disk."""
     from discopop_cli.recipes import load as recipes
     from discopop_cli.train import injection
 
@@ -105,7 +120,7 @@ def _check_recipe(recipe_path: Path, overrides: list[str]) -> float:
             f"{recipe_path.name}: discovery scores each candidate on held-out pairs, but eval_strategy is 'no'; "
             "set eval_strategy (e.g. epoch) and dataset_mixture.test_split_size"
         )
-    return float(recipe.training.get("beta", 0.1))
+    return float(recipe.training.get("beta", 0.1)), recipes.local_inputs(recipe)
 
 
 def _check_out_dir(folder: Path, *, resume: bool, force: bool) -> None:
@@ -124,6 +139,8 @@ def _check_out_dir(folder: Path, *, resume: bool, force: bool) -> None:
             f"--out {folder} already exists; pass --resume to continue its run, --force to start over, "
             "or choose another folder"
         )
+    if has_content:
+        check_replaceable_folder(folder, "--out folder")
 
 
 def _write_settings(folder: Path, settings: dict[str, Any], *, resume: bool) -> None:

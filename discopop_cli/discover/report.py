@@ -15,7 +15,7 @@ from rich.table import Table
 
 from discopop_cli.core.console import out
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.outputs import check_writable, staged_file
+from discopop_cli.core.outputs import check_destination, png_metadata, real, staged_file
 from discopop_cli.discover import archive
 
 PLOT = "fitness.png"
@@ -52,11 +52,10 @@ def run_report(folder: Path, *, as_json: bool, plot: Path | None, force: bool) -
     entries = archive.require_archive(folder)
     target = plot or folder / PLOT
     if plot is not None:
-        check_writable(plot)
-        if plot.exists() and not force and plot.resolve() != (folder / PLOT).resolve():
-            raise UserError(f"{plot} already exists; pass --force to replace it or choose another path")
         if plot.suffix.lower() != ".png":
             raise UserError(f"--plot {plot}: the plot is a PNG; give a file name ending in .png")
+        if real(plot) != real(folder / PLOT):  # the report's own plot in DIR is redrawn on every call
+            check_destination(plot, force=force, what="--plot file")
     rows = leaderboard(entries)
     _plot(entries, target)
     if as_json:
@@ -120,5 +119,5 @@ def _plot(entries: list[dict[str, Any]], target: Path) -> None:
     if entries:
         axes.legend(loc="best")
     with staged_file(target) as partial:
-        figure.savefig(partial, format="png")
+        figure.savefig(partial, format="png", metadata=png_metadata())
     plt.close(figure)

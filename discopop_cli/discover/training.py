@@ -83,6 +83,11 @@ def train(
             child.wait()
             reason = f"training ran past --train-timeout {timeout:g} s and was stopped; raise it or shorten the recipe"
             return TrainedRun(False, run_dir, time.monotonic() - started, reason)
+        except BaseException:
+            # Ctrl-C reaches this process only (the child has a session of its own): stop the training with it.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
     seconds = time.monotonic() - started
     if code_ != 0:
         return TrainedRun(False, run_dir, seconds, _last_error(log, code_))

@@ -40,6 +40,9 @@ def check_model(name: str, role: str = "model") -> None:
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise UserError(f"{role} {name} has no config.json; point it at a saved transformers model folder")
     if any(path.glob("*.safetensors")):
+        from discopop_cli.core.weights import read_folder
+
+        read_folder(path, role)  # headers only: a damaged weights file is refused before any model loads
         return
     pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickled:

@@ -12,6 +12,7 @@ Modules, in the order an export uses them:
 - `verify`: llama.cpp against transformers on chat prompts.
 - `command`: the `export` command itself.
 - `convert`: the GGUF file written (numpy quantization, or llama.cpp's for k-quants).
+- `quantize_child`: llama.cpp's quantizer in a child process, so Ctrl-C stops it.
 - `cli`: the Typer definition of `discopop export`.
 - `progress`: the export's progress bar.
 

@@ -7,7 +7,7 @@ its destination and renamed when complete, so an interrupted export never leaves
 
 from __future__ import annotations
 
-import os
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -16,8 +16,10 @@ from typing import Any
 
 from discopop_cli.core.console import notice, out, warn
 from discopop_cli.core.errors import UserError
+from discopop_cli.core.faults import disk_space
 from discopop_cli.core.json_files import read_json
-from discopop_cli.core.outputs import staged_file
+from discopop_cli.core.locks import output_lock
+from discopop_cli.core.outputs import check_apart, staged_file, staging_name
 from discopop_cli.export import chat_template, modelfile
 from discopop_cli.export.architectures import architecture_of
 from discopop_cli.export.quants import QuantType, quant_type, require_llama_cpp
@@ -197,6 +199,24 @@ def _check_destinations(gguf_path: Path, companions: list[Companion], force: boo
             check_destination(companion.path, force=force, what=companion.path.name)
 
 
+def _check_all_destinations(gguf_paths: dict[QuantType, Path], companions: list[Companion], force: bool) -> None:
+    for gguf_path in gguf_paths.values():
+        _check_destinations(gguf_path, [], force)
+    _check_destinations(next(iter(gguf_paths.values())), companions, force)
+
+
+def _planned_bytes(arch: Any, config: dict[str, Any], sources: dict[str, Any], quants: list[QuantType]) -> int:
+    """What the GGUFs take as planned (metadata aside), and the k-quants' intermediate beside them meanwhile."""
+    from discopop_cli.export import convert
+
+    needed = sum(tensor.nbytes() for spec in quants for tensor in convert.plan(arch, config, sources, spec))
+    k_quant = next((spec for spec in quants if spec.needs_llama_cpp), None)
+    if k_quant is not None:
+        planned = convert.plan(arch, config, sources, k_quant)
+        needed += sum(math.prod(t.shape) * (4 if t.source.dtype == "F32" else 2) for t in planned)
+    return needed
+
+
 def _write_text(path: Path, text: str) -> None:
     with staged_file(path) as partial:
         partial.write_text(text, encoding="utf-8")
@@ -269,38 +289,44 @@ def run_export(
     vocabulary = load_vocabulary(model_dir, config, gemma=gemma)
     _check_phi3_name(model_name, vocabulary)
     gguf_paths = _gguf_paths(output, model_dir, model_name, quants)
-    companions = _companions(model_dir, gguf_paths, vocabulary, model_name=model_name, gemma=gemma, system=system)
     for gguf_path in gguf_paths.values():
-        _check_destinations(gguf_path, [], force)
-    _check_destinations(next(iter(gguf_paths.values())), companions, force)
+        check_apart(gguf_path, [("model", model_dir)], "--output")
+    companions = _companions(model_dir, gguf_paths, vocabulary, model_name=model_name, gemma=gemma, system=system)
+    _check_all_destinations(gguf_paths, companions, force)
     sources = read_safetensors(model_dir)
 
     common = {"arch": arch, "config": config, "vocabulary": vocabulary, "model_name": model_name, "gemma": gemma}
     # The k-quants all come from one lossless intermediate, converted once; numpy types are written directly.
     first_path = gguf_paths[quants[0]]
-    intermediate = first_path.with_name(f".{first_path.name}.intermediate-{os.getpid()}")
-    first_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with ExportProgress(quantizing=bool(k_quants)) as progress:
-            if k_quants:
-                planned = convert.plan(arch, config, sources, k_quants[0])
-                file_type = convert.intermediate_file_type(planned)
-                convert.write_gguf(
-                    intermediate, planned=planned, file_type=file_type, advance=progress.advance, **common
-                )
-            for spec in quants:
-                with staged_file(gguf_paths[spec]) as partial:
-                    if spec.needs_llama_cpp:
-                        convert.quantize_with_llama_cpp(intermediate, partial, spec, progress.advance)
-                    else:
-                        planned = convert.plan(arch, config, sources, spec)
-                        convert.write_gguf(
-                            partial, planned=planned, file_type=spec.file_type, advance=progress.advance, **common
-                        )
-    finally:
-        intermediate.unlink(missing_ok=True)
-    for companion in companions:
-        _write_text(companion.path, companion.text)
+    intermediate = staging_name(first_path, "intermediate")
+    needed = _planned_bytes(arch, config, sources, quants)
+    # One export at a time into a folder: it writes the folder's Modelfile, LICENSE and NOTICE.
+    with (
+        output_lock(first_path.parent / "Modelfile", "export", whole_folder=True),
+        disk_space(first_path.parent, needed, "the GGUF"),
+    ):
+        _check_all_destinations(gguf_paths, companions, force)  # again, holding the lock
+        try:
+            with ExportProgress(quantizing=bool(k_quants)) as progress:
+                if k_quants:
+                    planned = convert.plan(arch, config, sources, k_quants[0])
+                    file_type = convert.intermediate_file_type(planned)
+                    convert.write_gguf(
+                        intermediate, planned=planned, file_type=file_type, advance=progress.advance, **common
+                    )
+                for spec in quants:
+                    with staged_file(gguf_paths[spec]) as partial:
+                        if spec.needs_llama_cpp:
+                            convert.quantize_with_llama_cpp(intermediate, partial, spec, progress.advance)
+                        else:
+                            planned = convert.plan(arch, config, sources, spec)
+                            convert.write_gguf(
+                                partial, planned=planned, file_type=spec.file_type, advance=progress.advance, **common
+                            )
+        finally:
+            intermediate.unlink(missing_ok=True)
+        for companion in companions:
+            _write_text(companion.path, companion.text)
 
     took = f" in {time.perf_counter() - started:.1f} s"
     for spec, gguf_path in gguf_paths.items():

@@ -6,9 +6,8 @@ K-quants take one more step: the exporter writes an intermediate GGUF whose weig
 
 from __future__ import annotations
 
-import ctypes
-import os
-import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from discopop_cli.core.errors import UserError
+from discopop_cli.core.outputs import GGUF_KEY, tool_version
 from discopop_cli.export.architectures import Architecture, add_hyperparameters, plan_tensors
 from discopop_cli.export.modelfile import GEMMA_TERMS_URL
 from discopop_cli.export.quants import QuantType
@@ -24,7 +24,6 @@ from discopop_cli.export.vocab import Vocabulary
 
 _LOW_BIT_NUMPY = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")
 _STORED_FLOATS = ("F32", "F16", "BF16")
-_QUANTIZE_STEP = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 
 Advance = Callable[[str, int, int], None]  # (stage, done, total): progress reports
 
@@ -70,6 +69,8 @@ def write_gguf(
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.gguf_arch]])
     try:
         writer.add_type("model")
+        # Among the first keys, where `discopop export --force` looks for it: this file is discopop's to replace.
+        writer.add_string(GGUF_KEY, f"discopop-cli {tool_version()}")
         writer.add_name(model_name)
         if gemma:
             writer.add_license("gemma")
@@ -110,29 +111,35 @@ def intermediate_file_type(planned: list[PlannedTensor]) -> str:
 
 
 def quantize_with_llama_cpp(source: Path, destination: Path, quant: QuantType, advance: Advance) -> None:
-    """llama.cpp's quantizer (llama_model_quantize), its per-tensor log lines turned into progress."""
-    import llama_cpp
-    from llama_cpp import _logger
+    """llama.cpp's quantizer (llama_model_quantize) in a child process, its per-tensor log lines turned into progress.
 
+    A child, so that Ctrl-C stops it (see quantize_child): this process only reads the child's progress lines."""
     assert quant.llama_cpp_ftype is not None
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, quant.llama_cpp_ftype)
-    params.nthread = os.cpu_count() or 1
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from discopop_cli.export.quantize_child import main; sys.exit(1 if main(sys.argv[1:]) else 0)",
+        str(source),
+        str(destination),
+        quant.llama_cpp_ftype,
+    ]
     errors: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        step = _QUANTIZE_STEP.search(text or b"")
-        if step:
-            advance("quantizing", int(step.group(1)), int(step.group(2)))
-        elif level == 3:  # GGML_LOG_LEVEL_ERROR
-            errors.append((text or b"").decode("utf-8", "replace").strip())
-
-    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+    # Its own session: a Ctrl-C in the terminal reaches this process only, which then stops the child.
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(destination).encode(), ctypes.byref(params))
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        assert child.stdout is not None
+        for line in child.stdout:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "step":
+                done, total = rest.split()
+                advance("quantizing", int(done), int(total))
+            elif kind == "error":
+                errors.append(rest)
+        status = child.wait()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
     if status != 0:
-        detail = errors[-1] if errors else f"status {status}"
+        detail = errors[-1] if errors else f"the quantizer exited with status {status}"
         raise UserError(f"llama.cpp could not quantize to {quant.label}: {detail}")

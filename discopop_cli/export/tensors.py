@@ -8,9 +8,7 @@ so bf16 data is widened to float32 by a 16-bit shift, which is exact.
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,40 +95,21 @@ class ArrayTensor:
 Tensor = SourceTensor | ArrayTensor
 
 
-def _open_safetensors(path: Path) -> Iterator[SourceTensor]:
-    with path.open("rb") as handle:
-        (header_size,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(header_size))
-    data_start = 8 + header_size
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = info["dtype"]
-        if dtype not in _STORED_DTYPES:
-            raise UserError(f"tensor {name} in {path.name} is {dtype}; only float tensors can be exported to GGUF")
-        start, end = info["data_offsets"]
-        shape = tuple(int(dim) for dim in info["shape"])
-        if end - start != math.prod(shape) * np.dtype(_STORED_DTYPES[dtype]).itemsize:
-            raise UserError(f"tensor {name} in {path.name} has a header that does not match its size")
-        yield SourceTensor(name=name, dtype=dtype, shape=shape, path=path, offset=data_start + start)
-
-
 def read_safetensors(model_dir: Path) -> dict[str, SourceTensor]:
     """Every tensor of the model's safetensors files (one file or an indexed set of shards), nothing read yet."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = sorted({model_dir / shard for shard in weight_map.values()})
-    else:
-        files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
+    from discopop_cli.core.weights import read_folder, safetensors_files
+
+    if not safetensors_files(model_dir):
         pickled = [p.name for p in model_dir.glob("*.bin")] + [p.name for p in model_dir.glob("*.pt")]
         hint = " (it has pickled weights; re-save it with save_pretrained(safe_serialization=True))" if pickled else ""
         raise UserError(f"{model_dir} has no .safetensors weights{hint}")
     tensors: dict[str, SourceTensor] = {}
-    for file in files:
-        for tensor in _open_safetensors(file):
-            tensors[tensor.name] = tensor
+    for name, info in read_folder(model_dir).items():
+        if info.dtype not in _STORED_DTYPES:
+            raise UserError(
+                f"tensor {name} in {info.file.name} is {info.dtype}; only float tensors can be exported to GGUF"
+            )
+        tensors[name] = SourceTensor(name=name, dtype=info.dtype, shape=info.shape, path=info.file, offset=info.offset)
     return tensors
 
 

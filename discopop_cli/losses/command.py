@@ -90,8 +90,9 @@ def _check_plot_path(plot: Path, *, force: bool) -> None:
         raise UserError(f"--plot {plot}: the file must end in .png; give a name like losses.png.")
     if plot.is_dir():
         raise UserError(f"--plot {plot} is a directory; give a file name ending in .png.")
-    if plot.exists() and not force:
-        raise UserError(f"{plot} already exists; pass --force to replace it or choose another file.")
+    from discopop_cli.core.outputs import check_destination
+
+    check_destination(plot, force=force, what="--plot file")
 
 
 def _curves(spec: LossSpec, xs: list[float]) -> tuple[list[float], list[float]]:
@@ -141,7 +142,7 @@ def _write_plot(specs: list[LossSpec], plot: Path) -> None:
         "(std = var = 0)",
         fontsize="medium",
     )
-    from discopop_cli.core.outputs import staged_file
+    from discopop_cli.core.outputs import png_metadata, staged_file
 
     with staged_file(plot) as partial:
-        fig.savefig(partial, format="png", dpi=110)
+        fig.savefig(partial, format="png", dpi=110, metadata=png_metadata())

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from discopop_cli.core.model_card import GEMMA_NOTICE, framework_versions
+from discopop_cli.core.yaml_text import YamlRefused, load_yaml_text
 
 if TYPE_CHECKING:
     import torch
@@ -109,8 +110,8 @@ def _split_card(path: Any) -> tuple[dict[str, Any], str]:
         head, sep, body = text[4:].partition("\n---\n")
         if sep:
             try:
-                front = yaml.safe_load(head) or {}
-            except yaml.YAMLError:
+                front = load_yaml_text(head) or {}
+            except (yaml.YAMLError, YamlRefused):  # an alias bomb in a downloaded adapter's card is no front matter
                 front = {}
             return (front if isinstance(front, dict) else {}), body
     return {}, text

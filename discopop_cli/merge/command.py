@@ -10,6 +10,7 @@ destination and renamed into place when complete.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -59,14 +60,17 @@ def run_merge(
     force: bool,
     max_shard_size: str = DEFAULT_MAX_SHARD_SIZE,
 ) -> None:
-    from discopop_cli.core.outputs import check_destination, staged_dir
+    from discopop_cli.core.faults import disk_space
+    from discopop_cli.core.locks import claimed
+    from discopop_cli.core.outputs import check_apart, check_destination, staged_dir
     from discopop_cli.merge.card import render_merge_card
-    from discopop_cli.merge.inputs import read_adapter, read_base
+    from discopop_cli.merge.inputs import check_same_architecture, read_adapter, read_base
     from discopop_cli.merge.plan import build_plan
     from discopop_cli.merge.safetensors_stream import parse_size
 
     started = time.monotonic()
     output = output.expanduser()
+    check_apart(output, [("adapter", adapter_path), ("base model", _local_base(adapter_path, base))], "--output")
     check_destination(output, force=force, what="output")
     out_dtype = _output_dtype(dtype)
     try:
@@ -77,12 +81,19 @@ def run_merge(
     adapter = read_adapter(adapter_path.expanduser())
     base_name, base_dir = _base_of(adapter, base, output)
     checkpoint = read_base(base_dir)
+    check_same_architecture(adapter, checkpoint, base_name)
     embeddings, tied = embedding_pair(checkpoint.config, base_dir)
     plan = build_plan(checkpoint, adapter, out_dtype=out_dtype, embeddings=embeddings, tied=tied, base_label=base_name)
     config = _merged_config(checkpoint.config, plan.config_updates)
     tokenizer_files = _tokenizer_files(adapter.folder, base_dir, _vocab_rows(config), base_name)
+    needed = sum(p.dtype.itemsize * math.prod(p.shape) for p in plan.tensors)
+    needed += sum(path.stat().st_size for path in tokenizer_files.values())
 
-    with staged_dir(output) as staging:
+    with (
+        claimed(output, "merge", force=force, what="output"),
+        disk_space(output.parent, needed, "the merged model"),
+        staged_dir(output, command="merge") as staging,
+    ):
         files, total_bytes = _write_weights(plan, checkpoint, staging, max_shard_bytes)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _copy_companions(staging, adapter.folder, base_dir, tokenizer_files)
@@ -121,10 +132,21 @@ def _base_of(adapter: Adapter, base: str | None, output: Path) -> tuple[str, Pat
     if base and recorded and base != recorded:
         notice(f"merging into {base}, not the adapter's recorded base {recorded}")
     base_dir = resolve_model(base_name)
-    for what, folder in (("adapter", adapter.folder), ("base model", base_dir)):
-        if folder.resolve().is_relative_to(output.resolve()):
-            raise UserError(f"--output {output} would replace the {what} it merges from; choose another path")
+    from discopop_cli.core.outputs import check_apart
+
+    check_apart(output, [("base model", base_dir)], "--output")
     return base_name, base_dir
+
+
+def _local_base(adapter_path: Path, base: str | None) -> Path | None:
+    """The base folder named by --base or the adapter's config, when it is a local one (for the early checks)."""
+    config = adapter_path.expanduser() / "adapter_config.json"
+    try:
+        name = base or json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None  # read_adapter says what is wrong with it
+    path = Path(str(name)).expanduser() if name else None
+    return path if path is not None and path.is_dir() else None
 
 
 def _copy_companions(staging: Path, adapter_dir: Path, base_dir: Path, tokenizer_files: dict[str, Path]) -> None:

@@ -56,7 +56,7 @@ class Adapter:
 
 def read_base(folder: Path) -> BaseCheckpoint:
     """Index the base's safetensors by name (headers only) and refuse bases it cannot merge into exactly."""
-    from safetensors import safe_open
+    from discopop_cli.core.weights import read_folder, safetensors_files
 
     config_path = folder / "config.json"
     if not config_path.is_file():
@@ -69,31 +69,16 @@ def read_base(folder: Path) -> BaseCheckpoint:
             f"base model {folder} is quantized ({method}); merging into quantized weights is not exact. "
             "Merge into the unquantized model the adapter was trained from (pass it with --base)."
         )
-    files = sorted(p.name for p in folder.glob("*.safetensors"))
-    index_path = folder / "model.safetensors.index.json"
-    if index_path.is_file():
-        weight_map = read_json(index_path, "base model").get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise UserError(f"{index_path} has no weight_map; restore the base model's copy of it")
-        files = sorted(set(weight_map.values()))
-    if not files:
+    if not safetensors_files(folder, "base model"):
         pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
         found = f" (it has {', '.join(pickled)})" if pickled else ""
         raise UserError(
             f"base model {folder} has no safetensors weights{found}; discopop merge reads safetensors only, "
             "never pickled checkpoints. Convert it first, e.g. load it and save_pretrained(safe_serialization=True)."
         )
-    tensors: dict[str, tuple[str, str, tuple[int, ...]]] = {}
-    for name in files:
-        if not (folder / name).is_file():
-            raise UserError(f"base model {folder} is missing {name}, which its index lists")
-        try:
-            with safe_open(folder / name, framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    view = handle.get_slice(key)
-                    tensors[key] = (name, view.get_dtype(), tuple(view.get_shape()))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
-            raise _unreadable(folder / name, exc, "base model") from None
+    tensors = {
+        name: (info.file.name, info.dtype, info.shape) for name, info in read_folder(folder, "base model").items()
+    }
     quantized = sorted(k for k in tensors if k.endswith(_QUANTIZED_SUFFIXES))
     if quantized:
         raise UserError(f"base model {folder} holds quantized weights ({quantized[0]}, ...); merging is not exact")
@@ -102,6 +87,8 @@ def read_base(folder: Path) -> BaseCheckpoint:
 
 def read_adapter(folder: Path) -> Adapter:
     from safetensors.torch import load_file
+
+    from discopop_cli.core.weights import read_header
 
     if not folder.is_dir():
         raise UserError(f"adapter {folder} not found (expected a folder with adapter_config.json)")
@@ -118,6 +105,7 @@ def read_adapter(folder: Path) -> Adapter:
         )
     config = read_json(config_path, "adapter")
     _check_adapter_config(config, folder)
+    read_header(weights, "adapter")
     try:
         loaded = load_file(weights)
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
@@ -160,3 +148,45 @@ def _peft_init_variants() -> list[str]:
 
     init = next(f for f in fields(LoraConfig) if f.name == "init_lora_weights")
     return [str(option).lower() for option in init.metadata.get("lora_variants", [])]
+
+
+def _model_types(config: dict[str, Any]) -> set[str]:
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    return {str(t) for t in (config.get("model_type"), text.get("model_type")) if t}
+
+
+def _trained_on(adapter: Adapter) -> tuple[set[str], str] | None:
+    """The model types of the base the adapter was trained on, and where that was read; None when unknown.
+
+    peft records the base's class (auto_mapping) for adapters without a task type, and the base's path always: a
+    recorded base that is a local folder says its model_type in its config.json."""
+    import transformers
+
+    auto = adapter.config.get("auto_mapping")
+    if isinstance(auto, dict) and auto.get("base_model_class"):
+        names = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        found = {kind for kind, cls in names.items() if cls == auto["base_model_class"]}
+        if found:
+            return found, f"its base class {auto['base_model_class']}"
+    recorded = adapter.config.get("base_model_name_or_path")
+    config_path = Path(str(recorded)).expanduser() / "config.json" if recorded else None
+    if config_path is not None and config_path.is_file():
+        try:
+            types = _model_types(read_json(config_path, "recorded base model"))
+        except UserError:
+            return None
+        if types:
+            return types, f"its recorded base {recorded}"
+    return None
+
+
+def check_same_architecture(adapter: Adapter, base: BaseCheckpoint, base_label: str) -> None:
+    """Refuse a base of another architecture than the adapter's, even when every shape happens to fit."""
+    trained = _trained_on(adapter)
+    types = _model_types(base.config)
+    if trained is None or not types or trained[0] & types:
+        return
+    raise UserError(
+        f"the adapter {adapter.folder} was trained on a {'/'.join(sorted(trained[0]))} model ({trained[1]}) but "
+        f"{base_label} is a {'/'.join(sorted(types))} model; merge it into the base it was trained on (--base)"
+    )

@@ -287,6 +287,11 @@ def _lora_delta(
     rows, cols = target.shape
     in_features, out_features = (rows, cols) if transposed else (cols, rows)
     r = lora_a.shape[0]
+    if lora_b.dim() != 2 or lora_b.shape[1] != r:
+        raise UserError(
+            f"the adapter's LoRA for {module} is inconsistent: its lora_A has rank {r} but its lora_B has rank "
+            f"{lora_b.shape[-1]} ({tuple(lora_b.shape)}); the adapter file is damaged, re-save it"
+        )
     if lora_a.shape[1] != in_features or lora_b.shape != (out_features, r):
         raise UserError(
             f"the adapter's LoRA for {module} maps {lora_a.shape[1]} -> {lora_b.shape[0]} features but "

@@ -26,6 +26,13 @@ def _flash_attention(value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], 
 
 
 def _warmup_ratio(value: Any, _raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    # transformers 5 reads warmup_steps below 1 as a ratio and from 1 up as steps: a ratio of 1 or more cannot be
+    # carried over, and passed on it would silently mean that many steps.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise UserError(
+            f"'warmup_ratio' is a fraction of the training steps below 1 (e.g. 0.1), got {value!r}; "
+            "for a number of steps, set warmup_steps instead"
+        )
     return {"warmup_steps": value}, f"now 'warmup_steps: {value}' (a value below 1 is a ratio in transformers 5)"
 
 

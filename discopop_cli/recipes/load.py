@@ -19,6 +19,7 @@ import yaml
 from discopop_cli.core.console import notice, warn
 from discopop_cli.core.errors import UserError, first_line
 from discopop_cli.core.suggest import suggest
+from discopop_cli.core.yaml_text import YamlRefused, load_yaml_text
 from discopop_cli.data.checks import BadRowPolicy, check_local_data
 from discopop_cli.data.sources import DATA_KEYS, DataSpec, parse_data_spec, resolve_local
 from discopop_cli.recipes.legacy import LEGACY_DATA_KEYS, translate_legacy
@@ -133,9 +134,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key:
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set learning_rate=5e-7")
     try:
-        parsed = _numbers(yaml.safe_load(value)) if value.strip() else None
+        parsed = _numbers(load_yaml_text(value)) if value.strip() else None
         if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
             parsed = value.strip()  # YAML 1.1 reads `no`/`yes`/`on`/`off` as booleans: `--set eval_strategy=no`
+    except YamlRefused as exc:
+        raise UserError(f"--set {key}: {exc}") from None
     except yaml.YAMLError:
         shown = "the value" if key in SECRET_KEYS else repr(value)  # never echo a token
         raise UserError(f"--set {key}: {shown} is not valid YAML; quote it, e.g. --set {key}='\"...\"'") from None
@@ -176,7 +179,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"recipe {path} not found; pass the path of a YAML recipe, e.g. recipes/tiny-align.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml_text(path.read_text(encoding="utf-8"))
+    except YamlRefused as exc:
+        raise UserError(f"{path.name}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(
             f"recipe {path} cannot be read as UTF-8 text ({first_line(exc)}); save it as UTF-8 YAML"
@@ -215,6 +220,10 @@ def _check_model_folder(source: str, value: Any, training: dict[str, Any]) -> No
             f"{source}: model_name_or_path {value} has no config.json; point it at a saved transformers model folder"
         )
     if any(folder.glob("*.safetensors")):
+        from discopop_cli.core.weights import read_folder
+
+        adapter = (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
+        read_folder(folder, "adapter" if adapter else "model")  # headers only: a damaged file is refused here
         return
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not pickled:
@@ -335,6 +344,24 @@ def _cap_dataset_workers(training: dict[str, Any], source: str, messages: list[s
     if isinstance(workers, int) and not isinstance(workers, bool) and workers > cores:
         training["dataset_num_proc"] = cores
         messages.append(f"{source}: dataset_num_proc {workers} capped at the {cores} CPU core(s) here")
+
+
+def local_inputs(recipe: Recipe) -> list[tuple[str, Path]]:
+    """What a run reads from disk: the recipe, a local model and tokenizer, local datasets."""
+    found = [("recipe", recipe.path)]
+    for key, what in (("model_name_or_path", "model"), ("tokenizer_name_or_path", "tokenizer")):
+        value = recipe.model.get(key) or recipe.extras.get(key)
+        if isinstance(value, str) and Path(value).expanduser().exists():
+            found.append((what, Path(value)))
+    found += [("dataset", spec.local_path) for spec in [*recipe.data.train, *recipe.data.eval] if spec.local_path]
+    return found
+
+
+def check_output_apart(recipe: Recipe) -> None:
+    """The output_dir of a training run is none of its inputs, and neither holds nor lies inside one."""
+    from discopop_cli.core.outputs import check_apart
+
+    check_apart(Path(str(recipe.training["output_dir"])), local_inputs(recipe), "output_dir")
 
 
 def _check_consistency(recipe: Recipe) -> None:

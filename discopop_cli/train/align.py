@@ -25,7 +25,7 @@ def run_align(
 ) -> None:
     from discopop_cli.recipes import load as recipes
     from discopop_cli.train import injection as trainer
-    from discopop_cli.train.run_directory import check_run_directory
+    from discopop_cli.train.run_directory import check_run_directory, run_lock
     from discopop_cli.train.shared import plan_the_run
 
     # Recipe: everything is validated before any model, dataset or file is touched.
@@ -45,6 +45,7 @@ def run_align(
     model_args = recipe.model_config()
     trainer.check_plan_supported(loss_plan, config)
     destination = Path(config.output_dir)
+    recipes.check_output_apart(recipe)
 
     if dry_run:
         from discopop_cli.train.shared import show_dry_run
@@ -57,8 +58,9 @@ def run_align(
         return
     if loss_plan.pending:
         raise UserError(loss_plan.pending[0])
-    resume_from = check_run_directory(destination, force=force, resume=resume)
-    _train(recipe, config, model_args, loss_plan, run, destination, force=force, resume_from=resume_from)
+    with run_lock(destination, "align"):
+        resume_from = check_run_directory(destination, force=force, resume=resume)
+        _train(recipe, config, model_args, loss_plan, run, destination, force=force, resume_from=resume_from)
 
 
 def _train(
@@ -74,6 +76,7 @@ def _train(
 ) -> None:
     from trl import get_peft_config, get_quantization_config
 
+    from discopop_cli.core.faults import disk_space
     from discopop_cli.data import sources as data
     from discopop_cli.train import shared as training
     from discopop_cli.train import speed
@@ -104,9 +107,15 @@ def _train(
         if change:
             notice(change)
 
-    with run_directory(destination, force=force) as final:
+    with (
+        disk_space(destination, training.output_bytes(model_args), "the trained model"),
+        run_directory(destination, command="align", force=force) as final,
+    ):
         config.model_init_kwargs = training.model_init_kwargs(model_args, config)
-        with training.model_loading(model_args.model_name_or_path):  # TRL loads the model in its constructor
+        with (
+            training.model_loading(model_args.model_name_or_path),  # TRL loads the model in its constructor
+            training.chat_template_faults(recipe, model_args.model_name_or_path),  # and renders the data
+        ):
             dpo = DiscoPOPTrainer(
                 model=model_args.model_name_or_path,
                 ref_model=training.reference_model(model_args, config, run.precision),

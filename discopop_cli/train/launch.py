@@ -83,9 +83,13 @@ def resolve_config(name_or_path: str) -> Path:
 def _config_values(path: Path) -> dict[str, Any]:
     import yaml
 
+    from discopop_cli.core.yaml_text import YamlRefused, load_yaml_text
+
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
+        values = load_yaml_text(path.read_text(encoding="utf-8")) or {}
+    except YamlRefused as exc:
+        raise UserError(f"accelerate config {path}: {exc}") from None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
         raise UserError(f"accelerate config {path} is not valid YAML; fix it or use a bundled one") from None
     if not isinstance(values, dict):
         raise UserError(f"accelerate config {path} must be a mapping of accelerate settings")

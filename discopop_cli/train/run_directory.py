@@ -18,7 +18,9 @@ from pathlib import Path
 
 from discopop_cli.core.console import is_main_rank, notice
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.outputs import check_writable
+from discopop_cli.core.faults import human_bytes
+from discopop_cli.core.locks import output_lock
+from discopop_cli.core.outputs import MARKER, check_replaceable_folder, check_writable, mark, staging_name
 
 FINAL_STAGING = ".final.partial"
 CARD = "README.md"
@@ -61,6 +63,8 @@ def check_run_directory(destination: Path, *, force: bool, resume: bool) -> Path
         if cut_off:
             notice(f"{', '.join(cut_off)} in {destination} was cut off while being written; resuming from {last.name}")
         return last
+    if holds_something and force:
+        check_replaceable_folder(destination, "output directory")
     if holds_something and not force:
         if last is not None:
             raise UserError(
@@ -80,27 +84,52 @@ def _step(checkpoint: Path) -> int:
 
 
 @contextlib.contextmanager
-def run_directory(destination: Path, *, force: bool) -> Iterator[Path]:
+def run_directory(destination: Path, *, command: str, force: bool) -> Iterator[Path]:
     """Prepare `destination` for training and yield the folder the final artefacts are staged in.
 
-    Only the main process (rank 0) moves or deletes anything; every rank gets the same staging path, because
+    Only the main process (rank 0) marks, moves or deletes anything; every rank gets the same staging path, because
     under FSDP and ZeRO-3 all of them take part in saving the model.
     """
     staging = destination / FINAL_STAGING
     if not is_main_rank():
         yield staging
         return
+    with _prepared(destination, staging, command=command, force=force):
+        yield staging
+
+
+@contextlib.contextmanager
+def run_lock(destination: Path, command: str) -> Iterator[None]:
+    """One run per output directory: the lock beside it, held by the main process from the checks of the folder
+    to the end of the run, so a second run is refused before it loads anything."""
+    if not is_main_rank():
+        yield
+        return
+    with output_lock(destination, command):
+        yield
+
+
+@contextlib.contextmanager
+def _prepared(destination: Path, staging: Path, *, command: str, force: bool) -> Iterator[None]:
     replaced = None
     if force and destination.is_dir() and any(destination.iterdir()):
-        replaced = destination.with_name(f".{destination.name}.replaced-{os.getpid()}")
+        replaced = staging_name(destination, "replaced")
         destination.rename(replaced)
     created = not destination.exists()
     destination.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    earlier = {path.name for _, path in checkpoints(destination)}
+    if staging.exists():
+        size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+        shutil.rmtree(staging, ignore_errors=True)
+        notice(f"removed {staging.name} in {destination}, left by a run that stopped: {human_bytes(size)} freed")
+    mark(destination, command)
     try:
-        yield staging
+        yield
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for _, path in checkpoints(destination):  # this run's checkpoint cut off mid-write (a full disk): useless
+            if path.name not in earlier and not (path / _COMPLETE_MARKER).is_file():
+                shutil.rmtree(path, ignore_errors=True)
         kept = last_complete_checkpoint(destination)
         if kept is not None:
             notice(f"training stopped; {kept} is kept: add --resume to the same command to continue from it")
@@ -110,8 +139,11 @@ def run_directory(destination: Path, *, force: bool) -> Iterator[Path]:
             shutil.rmtree(destination)
             replaced.rename(destination)
             notice(f"training stopped before its first checkpoint; {destination} is as it was before --force")
-        elif created and not any(destination.iterdir()):
-            destination.rmdir()
+        elif set(os.listdir(destination)) <= {MARKER}:  # nothing of the run: leave the folder as it was
+            if created:
+                shutil.rmtree(destination)
+            else:
+                (destination / MARKER).unlink(missing_ok=True)
         raise
     if replaced is not None:
         shutil.rmtree(replaced)

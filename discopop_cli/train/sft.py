@@ -37,7 +37,7 @@ def run_sft(
     from discopop_cli.train import injection as trainer
     from discopop_cli.train import shared as training
     from discopop_cli.train.chat_tokens import check_template
-    from discopop_cli.train.run_directory import check_run_directory
+    from discopop_cli.train.run_directory import check_run_directory, run_lock
 
     # Recipe: everything is validated before any model, dataset or file is touched.
     trainer.check_trl()
@@ -52,12 +52,14 @@ def run_sft(
     config = recipe.training_config()
     model_args = recipe.model_config()
     destination = Path(config.output_dir)
+    recipes.check_output_apart(recipe)
 
     if dry_run:
         training.show_dry_run(recipe, config, destination, force=force, resume=resume, processes=processes, run=run)
         return
-    resume_from = check_run_directory(destination, force=force, resume=resume)
-    _train(recipe, config, model_args, destination, force=force, resume_from=resume_from, processes=processes)
+    with run_lock(destination, "sft"):
+        resume_from = check_run_directory(destination, force=force, resume=resume)
+        _train(recipe, config, model_args, destination, force=force, resume_from=resume_from, processes=processes)
 
 
 def _read_template_file(recipe: Any) -> None:
@@ -191,6 +193,7 @@ def _train(
 ) -> None:
     from trl import SFTTrainer, get_peft_config
 
+    from discopop_cli.core.faults import disk_space
     from discopop_cli.train import shared as training
     from discopop_cli.train import speed
     from discopop_cli.train.chat_tokens import fit_template_tokens, trainable_token_indices
@@ -218,17 +221,21 @@ def _train(
         indices = trainable_token_indices(model, fit.new_ids, peft_config.modules_to_save)
         peft_config.trainable_token_indices = indices or None
 
-    with run_directory(destination, force=force) as final:
+    with (
+        disk_space(destination, training.output_bytes(model_args), "the trained model"),
+        run_directory(destination, command="sft", force=force) as final,
+    ):
         config.model_init_kwargs = None  # the model is loaded already; TRL would warn that they are unused
         try:
-            sft = training.trainer_class(SFTTrainer)(
-                model=model,
-                args=config,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=tokenizer,
-                peft_config=peft_config,
-            )
+            with training.chat_template_faults(recipe, model_args.model_name_or_path):  # TRL renders the data
+                sft = training.trainer_class(SFTTrainer)(
+                    model=model,
+                    args=config,
+                    train_dataset=train_dataset,
+                    eval_dataset=eval_dataset,
+                    processing_class=tokenizer,
+                    peft_config=peft_config,
+                )
         except ValueError as exc:
             raise UserError(f"TRL's SFTTrainer refused the recipe: {first_line(exc)}") from exc
         if peft_config is not None and peft_config.trainable_token_indices:

@@ -160,6 +160,14 @@ def check_model_config(model_args: Any, config: Any) -> None:
         raise UserError(f"could not read the model config of {name}: {first_line(exc)}") from None
 
 
+def output_bytes(model_args: Any) -> int | None:
+    """About what the trained model takes on disk: the local model's weights; None for an adapter or a Hub id."""
+    folder = Path(str(model_args.model_name_or_path)).expanduser()
+    if model_args.use_peft or not folder.is_dir():
+        return None
+    return sum(path.stat().st_size for path in folder.glob("*.safetensors")) or None
+
+
 @contextlib.contextmanager
 def model_loading(name: str) -> Iterator[None]:
     """A model folder that passed the early checks but cannot be read is one line naming it, not a traceback."""
@@ -169,6 +177,40 @@ def model_loading(name: str) -> Iterator[None]:
         yield
     except (OSError, SafetensorError) as exc:
         raise UserError(f"could not load the model {name}: {first_line(exc)}") from None
+
+
+def _raised_in_template(exc: BaseException) -> bool:
+    """Whether `exc` was raised by a Jinja template as it rendered (a `raise_exception`, a division by zero)."""
+    import jinja2
+
+    if isinstance(exc, jinja2.TemplateError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":  # jinja2's name for a template compiled from a string
+            return True
+        tb = tb.tb_next
+    return False
+
+
+@contextlib.contextmanager
+def chat_template_faults(recipe: Any, model_name: str) -> Iterator[None]:
+    """A chat template that fails on the data (TRL renders it while preparing the datasets) is one line naming the
+    template and its message, not a traceback."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        if not _raised_in_template(exc):
+            raise
+        source = (
+            "the recipe's chat_template" if recipe.extras.get("chat_template") else f"the chat template of {model_name}"
+        )
+        raise UserError(
+            f"{source} failed on the training data: {first_line(exc)} ({type(exc).__name__}); fix the template "
+            "or the rows it refuses"
+        ) from None
 
 
 def check_quantization(model_args: Any) -> None:

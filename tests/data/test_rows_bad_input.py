@@ -13,6 +13,7 @@ import yaml
 from bad_input import (
     ALIGN,
     CHATS,
+    EMPTY_SAFETENSORS,
     PAIRS,
     SFT,
     Case,
@@ -275,7 +276,7 @@ def test_skip_bad_rows_reports_and_drops_them(tmp_path: Path) -> None:
     """2 bad rows of 4, one of another type than the rest: --dry-run names them; loading keeps the 2 good ones."""
     files = pairs((1, {"chosen": 5}), (3, {"rejected": []}))
     _write(tmp_path, {k: v for k, v in files.items() if isinstance(v, str)})
-    (tmp_path / "model" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "model" / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     args = ["align", str(tmp_path / "recipe.yaml"), "--dry-run", "--skip-bad-rows", "--max-bad-rows", "50%"]
     result = runner.invoke(app, args, env={"COLUMNS": "300"})  # the table keeps the long tmp path on one line
     flat = " ".join(result.output.split())
@@ -296,7 +297,7 @@ def test_skip_bad_rows_reports_and_drops_them(tmp_path: Path) -> None:
 
 def test_skip_bad_rows_on_csv_keeps_the_good_rows(tmp_path: Path) -> None:
     _write(tmp_path, {"recipe.yaml": recipe("pairs.csv"), "pairs.csv": CSV, "model/config.json": "{}"})
-    (tmp_path / "model" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "model" / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     loaded = load_recipe(tmp_path / "recipe.yaml", "align", bad_rows=BadRowPolicy(True, "1"), quiet=True)
     train, _ = load_datasets(loaded.data, with_eval=False)
     assert sorted(train["prompt"]) == ["q0", "q2"]
@@ -304,7 +305,7 @@ def test_skip_bad_rows_on_csv_keeps_the_good_rows(tmp_path: Path) -> None:
 
 def test_good_rows_pass_and_a_count_limit_is_a_count(tmp_path: Path) -> None:
     _write(tmp_path, {**{k: v for k, v in align_files().items() if isinstance(v, str)}})
-    (tmp_path / "model" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "model" / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     load_recipe(tmp_path / "recipe.yaml", "align", quiet=True)  # the shipped-style pairs have no bad row
     assert BadRowPolicy(True, "3").allowed(1000) == 3
     assert BadRowPolicy(True, "5%").allowed(1000) == 50

@@ -176,14 +176,23 @@ def test_cli_refuses_then_builds_with_force(tmp_path: Path, capfd: pytest.Captur
     assert [path.name for path in out.iterdir()] == ["keep.txt"]
     assert (out / "keep.txt").read_text() == "precious"
 
+    # --force replaces only what discopop wrote: the user's file stays, and so does the refusal.
+    capfd.readouterr()
+    assert tiny.main([str(out), "--force"]) == 2
+    assert "--force replaces only discopop's own output" in capfd.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+
+    (out / "keep.txt").unlink()
+    assert tiny.main([str(out)]) == 0
+    first = (out / "model.safetensors").stat().st_mtime_ns
     capfd.readouterr()
     assert tiny.main([str(out), "--force"]) == 0
     captured = capfd.readouterr()
     assert captured.out == f"{out}\n"
     assert captured.err == ""
     names = {path.name for path in out.iterdir()}
-    assert "keep.txt" not in names
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer.model"} <= names
+    assert (out / "model.safetensors").stat().st_mtime_ns != first
     assert [path.name for path in tmp_path.iterdir()] == ["tiny"]  # no staging directory left behind
 
 

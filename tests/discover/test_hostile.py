@@ -179,7 +179,7 @@ def test_hostile_candidates_are_refused_and_never_trained(
         assert (entry["status"], entry["stage"]) == ("rejected", stage), (name, entry["reason"])
         assert reason in entry["reason"], (name, entry["reason"])
     # Nothing was trained, nothing was written but the archive and the run's settings, and the victim is intact.
-    assert sorted(p.name for p in out.iterdir()) == ["archive.jsonl", "discover.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".discopop-output.json", "archive.jsonl", "discover.json"]
     assert victim.read_text() == "keep me\n" and not pwned.exists()
     after = sorted(str(p) for p in tmp_path.rglob("*") if not str(p).startswith(str(out)))
     assert after == before

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bad_input import DIR, case, check_case_ids, check_refused
+from bad_input import DIR, EMPTY_SAFETENSORS, case, check_case_ids, check_refused
 
 GGUF_HEADER = b"GGUF\x03\x00\x00\x00" + b"\x00" * 16
 
@@ -27,8 +27,9 @@ PROMPTS = "".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(
 
 
 def files(**extra: Any) -> dict[str, Any]:
-    """Two models a check passes (a folder with a config, a file with a GGUF header), prompts, nothing else."""
-    return {"a/config.json": "{}", "b.gguf": GGUF_HEADER, "prompts.jsonl": PROMPTS, **extra}
+    """Two models a check passes (a folder with a config and weights, a file with a GGUF header), prompts."""
+    model = {"a/config.json": "{}", "a/model.safetensors": EMPTY_SAFETENSORS}
+    return {**model, "b.gguf": GGUF_HEADER, "prompts.jsonl": PROMPTS, **extra}
 
 
 def judge(*args: str, models: str = "{tmp}/a,{tmp}/b.gguf", judge_spec: str = JUDGE) -> list[str]:

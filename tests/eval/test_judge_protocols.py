@@ -143,6 +143,7 @@ def test_mt_bench_picks_fastchats_judge_prompt_per_category_and_turn_and_reads_v
     shutil.copytree(mt_run.run, run, ignore=shutil.ignore_patterns("judgements", "results.json"))
     args = mt_run.args[: mt_run.args.index("--mode")] + ["--judge-prompts", str(JUDGE_PROMPTS)]
     args += ["--judge", judge.spec, "--max-new-tokens", "12", "-o", str(run), "--resume"]
+    args += ["--concurrency", "1"]  # the requests in order: the assertions below read them by position
     try:
         result = invoke(*args)
         assert result.exit_code == 0, result.output

@@ -180,9 +180,17 @@ def test_existing_output_needs_force(aligned_adapter: Path, tmp_path: Path) -> N
     assert "already exists; pass --force" in refused.output
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
 
+    # --force replaces only discopop's own output: a folder holding the user's file is not.
+    not_ours = merge(aligned_adapter, "--output", out, "--force")
+    assert not_ours.exit_code == 2 and "--force replaces only discopop's own output" in not_ours.output
+    assert (out / "keep.txt").read_text() == "mine"
+
+    (out / "keep.txt").unlink()
+    assert merge(aligned_adapter, "--output", out).exit_code == 0  # an empty folder is no output yet
+    first = (out / "model.safetensors").stat().st_mtime_ns
     replaced = merge(aligned_adapter, "--output", out, "--force")
     assert replaced.exit_code == 0, replaced.output
-    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert (out / "model.safetensors").stat().st_mtime_ns != first
     assert not leftovers(tmp_path)
 
 
@@ -353,7 +361,10 @@ def test_refusals_write_nothing(aligned_adapter: Path, tiny_model_dir: Path, tin
     refused(aligned_adapter, "--dtype", "int8", match="not one of bfloat16, float16, float32")
 
     onto_itself = merge(aligned_adapter, "--output", aligned_adapter, "--force")
-    assert onto_itself.exit_code == 2 and "would replace the adapter it merges from" in onto_itself.output
+    assert (
+        onto_itself.exit_code == 2
+        and "is the adapter itself: an output never replaces or holds an input" in " ".join(onto_itself.output.split())
+    )
     assert (aligned_adapter / "adapter_model.safetensors").is_file()
 
 

@@ -107,7 +107,7 @@ CASES = [
         ["merge", "{tmp}/adapter", "-o", "{tmp}/adapter", "--force"],
         {"base": TINY},
         2,
-        "would replace the adapter",
+        "--output {tmp}/adapter is the adapter itself",
         build=lambda tmp: lora_adapter(tmp / "adapter", base=str(tmp / "base")),
     ),
 ]

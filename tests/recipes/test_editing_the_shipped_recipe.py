@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bad_input import EMPTY_SAFETENSORS
 from typer.testing import CliRunner
 
 from discopop_cli.cli import app
@@ -113,7 +114,7 @@ def model_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}", encoding="utf-8")
-    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     return folder
 
 

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from discopop_cli.cli import app
+from discopop_cli.core.outputs import mark
 from discopop_cli.train.injection import LossPlan, plan_losses
 
 runner = CliRunner()
@@ -96,9 +97,17 @@ def test_existing_output_needs_force(tmp_path: Path, tiny_model_dir: Path, tiny_
     assert "already exists; pass --force" in refused.output
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
+    # --force replaces only discopop's own output: not a folder holding the user's file.
+    not_ours = runner.invoke(app, ["align", str(recipe), "--force"])
+    assert not_ours.exit_code == 2 and "--force replaces only discopop's own output" in not_ours.output
+    assert (out / "keep.txt").read_text() == "mine"
+
+    (out / "keep.txt").unlink()
+    mark(out, "align")  # an earlier run of discopop's
+    (out / "model.safetensors").write_text("earlier weights")
     replaced = runner.invoke(app, ["align", str(recipe), "--force"])
     assert replaced.exit_code == 0, replaced.output
-    assert (out / "model.safetensors").exists() and not (out / "keep.txt").exists()
+    assert (out / "model.safetensors").stat().st_size > len("earlier weights")
 
 
 # --------------------------------------------------------------------------------------------------------------

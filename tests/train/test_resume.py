@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bad_input import EMPTY_SAFETENSORS
 from typer.testing import CliRunner
 
 from discopop_cli.cli import app
+from discopop_cli.core.outputs import MARKER, mark
 
 runner = CliRunner()
 
@@ -100,7 +102,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
 
     died = discopop("align", str(recipe), "-o", str(killed), script=KILL_AFTER_SECOND_CHECKPOINT)
     assert died.returncode == -signal.SIGKILL, died.stderr
-    assert sorted(p.name for p in killed.iterdir()) == ["checkpoint-2", "checkpoint-4"]  # no model, no card
+    assert sorted(p.name for p in killed.iterdir()) == [MARKER, "checkpoint-2", "checkpoint-4"]  # no model, no card
 
     again = runner.invoke(app, ["align", str(recipe), "-o", str(killed)])
     assert again.exit_code == 2
@@ -201,7 +203,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_the_last_checkpoint(
     assert "step 5: the training loss is nan, so training stopped before the optimizer step" in message
     assert f"the last checkpoint is {out / 'checkpoint-4'}; continue from it with --resume" in message
     assert "Traceback" not in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "checkpoint-2", "checkpoint-4"]
     weights = load_file(next((out / "checkpoint-4").glob("*.safetensors")))
     assert all(t.isfinite().all() for t in weights.values())
 
@@ -214,14 +216,16 @@ def test_infinite_gradient_with_a_finite_loss_stops_the_run(
     )
     out = tmp_path / "run"
     out.mkdir()
-    (out / "earlier.txt").write_text("an earlier output")
+    mark(out, "align")  # an earlier output of discopop's, which --force may replace
+    (out / "model.safetensors").write_text("an earlier output")
     result = runner.invoke(app, ["align", str(recipe), "--force"])
     assert result.exit_code == 1, result.output
     message = " ".join(result.output.split())
     assert "step 1: the gradient norm is" in message and "no checkpoint was saved" in message
     # --force replaces an output only once the new run has something to show: the earlier one is back.
     assert "is as it was before --force" in message
-    assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "model.safetensors"]
+    assert (out / "model.safetensors").read_text() == "an earlier output"
     assert not [p.name for p in tmp_path.iterdir() if ".replaced-" in p.name]
 
 
@@ -284,7 +288,7 @@ def test_resume_skips_a_checkpoint_cut_off_mid_write(tmp_path: Path) -> None:
 
     for name, complete in [("checkpoint-2", True), ("checkpoint-4", True), ("checkpoint-6", False)]:
         (tmp_path / name).mkdir()
-        (tmp_path / name / "model.safetensors").write_bytes(b"")
+        (tmp_path / name / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
         if complete:
             (tmp_path / name / "trainer_state.json").write_text("{}")
     assert check_run_directory(tmp_path, force=False, resume=True) == tmp_path / "checkpoint-4"

@@ -105,7 +105,7 @@ CASES = [
         ALIGN,
         {"recipe.yaml": recipe("pairs.jsonl"), "pairs.jsonl": jsonl(PAIRS), **DAMAGED_MODEL},
         2,
-        "could not load the model {tmp}/model: Error while deserializing header",
+        "{tmp}/model/model.safetensors declares a header of 16 bytes, but the file holds 1 after it",
     ),
     case(
         "align-output-under-a-file",
@@ -211,7 +211,7 @@ CASES = [
         SFT,
         {"recipe.yaml": recipe("chat.jsonl"), "chat.jsonl": jsonl(CHATS), **DAMAGED_MODEL},
         2,
-        "could not load the model {tmp}/model: Error while deserializing header",
+        "{tmp}/model/model.safetensors declares a header of 16 bytes, but the file holds 1 after it",
     ),
     case(
         "sft-output-under-a-file",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from discopop_cli.core.errors import UserError, first_line
+from discopop_cli.core.faults import c_call_interrupts
 
 STOP = ["<|im_start|>", "<|im_end|>"]
 MAX_NEW_TOKENS = 128
@@ -94,6 +95,18 @@ def _check_model(raw: str, path: Path) -> None:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"--models: {raw} has no config.json; give a saved transformers model folder or a .gguf")
+        from discopop_cli.core.weights import read_folder, safetensors_files
+
+        if not safetensors_files(path):
+            pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+            found = (
+                f"pickled weights only ({', '.join(pickled)}), and unpickling can run code" if pickled else "no weights"
+            )
+            raise UserError(
+                f"--models: {raw} has {found}; give a folder with safetensors weights "
+                "(from_pretrained, then save_pretrained(safe_serialization=True))"
+            )
+        read_folder(path)  # headers only: a damaged weights file is refused before anything is written
         return
     if not path.is_file():
         raise UserError(f"--models: {raw} does not exist; give a model folder or a .gguf file")
@@ -140,7 +153,8 @@ class LlamaCppGenerator:
             raise UserError(f"answering with a GGUF model needs llama-cpp-python; run: {LLAMA_HINT}") from None
         self.sampling = sampling
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, **llama_threads())
+            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
+                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, **llama_threads())
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load {path} ({first_line(exc)}); check the file") from None
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from discopop_cli.core.console import notice, warn
 from discopop_cli.core.errors import RunFailure, UserError
-from discopop_cli.core.outputs import staged_file
+from discopop_cli.core.locks import output_lock
+from discopop_cli.core.outputs import check_apart, check_destination, staged_file
 from discopop_cli.eval.judge import alpaca, judges, mtbench, verdicts
 from discopop_cli.eval.judge import answers as answering
 from discopop_cli.eval.judge.prompts import MT_BENCH, Prompt, PromptSet, load_prompt_set, prompts_digest
@@ -116,14 +117,22 @@ def check_inputs(options: JudgeOptions) -> Plan:
     for source in sources:
         if source.is_outputs:
             alpaca.OutputsFile(source.path).check_covers(prompt_set.prompts)
+    inputs = [("model", source.path) for source in sources] + [("prompts file", _file(options.prompts))]
+    inputs.append(("judge model", _file(options.judge.spec.removeprefix("gguf:"))))
+    inputs += [("judge prompts", options.judge_prompts), ("reference answers", options.reference_answers)]
+    check_apart(options.output_dir, inputs, "--output-dir")
     if options.plot is not None:
         if options.plot.suffix.lower() != ".png":
             raise UserError(f"--plot {options.plot}: the file must end in .png; give a name like judge.png")
-        if options.plot.exists() and not options.force:
-            raise UserError(f"{options.plot} already exists; pass --force to replace it or choose another file")
+        check_apart(options.plot, inputs, "--plot")
+        check_destination(options.plot, force=options.force, what="--plot file")
     folder = RunFolder(options.output_dir)
     folder.check(resume=options.resume, force=options.force)
     return Plan(sources, prompt_set, reference, folder, sampling, judge_prompts, references)
+
+
+def _file(spec: str) -> Path | None:
+    return Path(spec) if Path(spec).is_file() else None
 
 
 def _pick_reference(sources: list[answering.ModelSource], wanted: str | None) -> str:
@@ -148,6 +157,12 @@ def run_judge(options: JudgeOptions) -> dict[str, Any]:
     settings = plan.folder.merged_settings(settings, resume=options.resume)
     judge_kind, _ = judges.parse_judge(options.judge)
     early_judge = judges.open_judge(options.judge, dict(os.environ)) if judge_kind == "openai" else None
+    with output_lock(plan.folder.root, "eval judge"):
+        plan.folder.check(resume=options.resume, force=options.force)  # again, holding the lock
+        return _run(options, plan, settings, early_judge)
+
+
+def _run(options: JudgeOptions, plan: Plan, settings: dict[str, Any], early_judge: Any) -> dict[str, Any]:
     plan.folder.start(settings, force=options.force)
     answers = {source.name: _answers(plan, source) for source in plan.sources}
     _export_answers(plan, answers)
@@ -169,6 +184,12 @@ def run_judge(options: JudgeOptions) -> dict[str, Any]:
 
     results = report.results(options.mode, judge.name, plan.prompt_set, answers, cache, plan.reference)
     write_json(plan.folder.root / "results.json", results)
+    if not cache.done:
+        last = next(reversed(cache.failed.values()), {}).get("error", "no judgement was made")
+        raise RunFailure(
+            f"the judge gave no verdict at all ({len(cache.failed)} failed; the last: {last}); check the judge, then "
+            f"run the same command with --resume (the answers are kept in {plan.folder.root})"
+        )
     if options.mode == verdicts.PAIRWISE and not plan.mt_bench:
         for model in results["models"]:
             rows = alpaca.annotations(

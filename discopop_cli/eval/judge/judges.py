@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from discopop_cli.core.errors import RunFailure, UserError, first_line
+from discopop_cli.core.faults import c_call_interrupts
 from discopop_cli.eval.judge.answers import llama_threads
 from discopop_cli.eval.judge.verdicts import json_schema
 
@@ -105,14 +106,19 @@ class OpenAIJudge:
     def check_reachable(self) -> None:
         """Before any answer is generated: a judge that cannot be reached is reported now, not after an hour."""
         try:
-            self._request("/models", None, timeout=min(self.settings.timeout, 10.0))
+            self._request("/models", None, timeout=self.settings.timeout)
         except ServerDown as exc:
             raise UserError(
                 f"judge {exc}; start the server (e.g. python -m llama_cpp.server --model JUDGE.gguf) "
                 "or fix the URL in --judge"
             ) from None
-        except ItemFailure:
-            pass  # It answers; some servers simply have no /models.
+        except ItemFailure as exc:
+            if exc.status is None:  # a port that takes the connection and never answers is no judge
+                raise UserError(
+                    f"judge {self.base} took the connection but gave no HTTP answer ({exc}); check that a chat "
+                    "server listens there, or raise --timeout if it is only slow"
+                ) from None
+            # An HTTP error: it answers; some servers simply have no /models.
 
     def complete(self, messages: list[dict[str, str]], mode: str, temperature: float = 0.0) -> str:
         body: dict[str, Any] = {
@@ -160,7 +166,8 @@ class GGUFJudge:
         self.settings = settings
         self.name = f"gguf-{path.stem}"
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False, **llama_threads())
+            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
+                self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False, **llama_threads())
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load the judge {path} ({first_line(exc)}); check the file") from None
 

@@ -267,7 +267,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from discopop_cli.core.outputs import staged_file
+    from discopop_cli.core.outputs import png_metadata, staged_file
 
     pairwise = doc["mode"] == verdicts.PAIRWISE
     key = "win_rate" if pairwise else "score"
@@ -300,4 +300,4 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.legend(loc="best", fontsize="small")
     ax.set_title(f"judge: {doc['judge']} (95% bootstrap intervals over {doc['prompts']} prompts)", fontsize="medium")
     with staged_file(path) as partial:
-        fig.savefig(partial, format="png", dpi=110)
+        fig.savefig(partial, format="png", dpi=110, metadata=png_metadata())

@@ -13,6 +13,7 @@ when the file is next opened. `--resume` reads the caches and does only what is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.outputs import check_writable, staged_file
+from discopop_cli.core.outputs import check_replaceable_folder, check_writable, mark, staged_file
 
 
 def slug(text: str) -> str:
@@ -102,6 +103,8 @@ class RunFolder:
                 f"output directory {self.root} already holds a run; pass --resume to continue it, "
                 "--force to start again, or choose another --output-dir"
             )
+        if busy and force:
+            check_replaceable_folder(self.root, "output directory")
         if busy and resume and not self.settings_path.is_file():
             raise UserError(f"--resume: {self.root} has no settings.json, so it is not a judge run; choose its folder")
 
@@ -126,11 +129,24 @@ class RunFolder:
     def start(self, settings: dict[str, Any], *, force: bool) -> None:
         """Write the run's settings, emptying the folder first for --force."""
         if force and self.root.exists():
-            shutil.rmtree(self.root)
+            shutil.rmtree(self.root)  # discopop's own run: RunFolder.check made sure
         self.root.mkdir(parents=True, exist_ok=True)
+        mark(self.root, "eval judge")
         write_json(self.settings_path, settings)
 
 
+def _strict(value: Any) -> Any:
+    """JSON has no NaN or infinity: a number that is not finite (a rate over no verdicts) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
 def write_json(path: Path, value: Any) -> None:
+    text = json.dumps(_strict(value), indent=2, ensure_ascii=False, allow_nan=False)
     with staged_file(path) as partial:
-        partial.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        partial.write_text(text + "\n", encoding="utf-8")
