@@ -6,10 +6,8 @@ modules import only typer: torch, TRL and transformers load inside the command t
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -56,39 +54,26 @@ class _Commands(TyperGroup):
         """A UserError becomes one red line and its exit code (2, or 1 for a failed run), a full disk one line too,
         Ctrl-C exit 130; `--debug` shows the traceback."""
         from discopop_cli.core import faults
+        from discopop_cli.core.console import error_line
 
         try:
             return super().invoke(ctx)
         except UserError as exc:
             if _debug:
                 raise
-            _error_line(str(exc))
+            error_line(str(exc))
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             if _debug:
                 raise
-            _error_line("interrupted by Ctrl-C (SIGINT)")
+            error_line("interrupted by Ctrl-C (SIGINT)")
             raise typer.Exit(code=faults.INTERRUPTED_EXIT) from None
         except OSError as exc:
             if _debug or not faults.is_disk_full(exc):
                 raise
             where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
-            _error_line(f"the disk is full{where}; free some space or choose another output path")
+            error_line(f"the disk is full{where}; free some space or choose another output path")
             raise typer.Exit(code=1) from None
-
-
-def _error_line(message: str) -> None:
-    from rich.markup import escape
-
-    from discopop_cli.core.console import err
-    from discopop_cli.core.faults import one_line
-
-    # A progress bar the failure cut short would otherwise have the error line glued to its end.
-    tqdm = sys.modules.get("tqdm")
-    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
-        with contextlib.suppress(Exception):
-            bar.close()
-    err.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(

@@ -1,6 +1,8 @@
 """Shared rich consoles: results go to stdout, notices and errors to stderr."""
 
+import contextlib
 import os
+import sys
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,3 +29,13 @@ def warn(message: str) -> None:
     if not is_main_rank():
         return
     err.print(f"[yellow]warning:[/] {escape(one_line(message, 1000))}", highlight=False, soft_wrap=True)
+
+
+def error_line(message: str) -> None:
+    """The one red line a failed command ends with (the traceback only under --debug)."""
+    # A progress bar the failure cut short would otherwise have the error line glued to its end.
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+    err.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
