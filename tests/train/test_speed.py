@@ -3,8 +3,10 @@ says, and that none changes a loss.
 
 - A tiny `discopop align` run with every lever on (lean head, allocator, threads, checkpointing off by the memory
   plan, reference log-probs precomputed for its 2 epochs) logs the same losses, step by step, as the same run with
-  DISCOPOP_SPEEDUPS_OFF=all; and the same with each lever turned off alone (in-process, the trainer's own loss and
-  gradients, for checkpointing and precompute; the lean head has tests/train/test_lean_head.py).
+  DISCOPOP_SPEEDUPS_OFF=all, and as the same run with each lever turned off alone (the lean head's log-probs and
+  gradients have tests/train/test_lean_head.py too).
+- The tied embedding's sparse gradient: the same weights after AdamW steps, the same `discopop sft` losses, only
+  where it is safe, and a lower peak.
 - The allocator: after it, memory freed by one step is reused by the next without faulting its pages in again.
 """
 
@@ -174,19 +176,66 @@ def _align(recipe: Path, out: Path, switch: str, repo_root: Path) -> tuple[list[
     return [entry["loss"] for entry in history if "loss" in entry], result.stderr
 
 
-def test_align_losses_with_and_without_every_lever(tmp_path: Path, tiny_model_dir: Path, repo_root: Path) -> None:
-    data = tmp_path / "pairs.jsonl"
+@pytest.fixture(scope="module")
+def every_lever_on(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, repo_root: Path) -> dict:
+    """The tiny align run (LoRA, 2 epochs of 16 pairs) with every lever on: its recipe, losses and notices."""
+    folder = tmp_path_factory.mktemp("levers")
+    data = folder / "pairs.jsonl"
     lines = (repo_root / "recipes" / "data" / "tiny-preferences.jsonl").read_text().splitlines()[:32]
     data.write_text("\n".join(lines) + "\n")
-    recipe = _recipe(tmp_path, tiny_model_dir, data)
-    fast, said = _align(recipe, tmp_path / "fast", "", repo_root)
-    plain, said_plain = _align(recipe, tmp_path / "plain", "all", repo_root)
+    recipe = _recipe(folder, tiny_model_dir, data)
+    losses, said = _align(recipe, folder / "fast", "", repo_root)
+    return {"recipe": recipe, "folder": folder, "losses": losses, "said": said}
+
+
+def test_align_losses_with_and_without_every_lever(every_lever_on: dict, repo_root: Path) -> None:
+    fast, said = every_lever_on["losses"], every_lever_on["said"]
+    plain, said_plain = _align(every_lever_on["recipe"], every_lever_on["folder"] / "plain", "all", repo_root)
     assert "activation checkpointing off (the memory plan" in said
     assert "reference log-probs are computed once before training, as each pair is seen 2 times" in said
     assert "activation checkpointing" not in said_plain and "reference log-probs" not in said_plain
     assert len(fast) == len(plain) == 8
     assert fast == pytest.approx(plain, abs=1e-5)
     assert fast[0] != fast[-1]  # it trained
+
+
+# The levers that act on a LoRA align; embedding-grad acts on a full fine-tune (test_sft_losses_without_... below).
+@pytest.mark.parametrize("lever", ["lean-head", "allocator", "threads", "checkpointing", "precompute"])
+def test_each_lever_alone_keeps_the_align_losses(lever: str, every_lever_on: dict, repo_root: Path) -> None:
+    losses, _ = _align(every_lever_on["recipe"], every_lever_on["folder"] / lever, lever, repo_root)
+    assert losses == pytest.approx(every_lever_on["losses"], abs=1e-5)
+
+
+def test_sft_losses_without_the_sparse_embedding_gradient(
+    tmp_path: Path, tiny_model_dir: Path, repo_root: Path
+) -> None:
+    """A full fine-tune of the tiny model (its embedding tied to its LM head): the same losses with the lever on
+    and off."""
+    body = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset_mixture": {"datasets": [{"id": str(repo_root / "recipes" / "data" / "tiny-chat.jsonl")}], "seed": 0},
+        "learning_rate": 5e-3,
+        "max_steps": 6,
+        "per_device_train_batch_size": 4,
+        "max_length": 64,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+    }
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(yaml.safe_dump(body), encoding="utf-8")
+    runs = {}
+    for switch in ("", "embedding-grad"):
+        out = tmp_path / f"sft-{switch or 'on'}"
+        command = [str(Path(sys.executable).parent / "discopop"), "sft", str(recipe), "-o", str(out)]
+        env = {**os.environ, speed.SWITCH: switch}
+        result = subprocess.run(command, env=env, cwd=repo_root, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        runs[switch] = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(runs[""]) == 6 and runs[""][-1] < runs[""][0]
+    assert runs[""] == pytest.approx(runs["embedding-grad"], abs=1e-5)
 
 
 # -- the tied embedding's gradient ------------------------------------------------------------------------------
