@@ -88,7 +88,7 @@ def run_all(settings: Settings, prompts: int, tokens: int) -> dict[str, list[Sam
     )
 
 
-def rows(settings: Settings, prompts: int = 8, tokens: int = 64) -> list[Row]:
+def rows(settings: Settings, prompts: int = 4, tokens: int = 64) -> list[Row]:
     if settings.quick:
         prompts, tokens = 2, 16
     samples = run_all(settings, prompts, tokens)

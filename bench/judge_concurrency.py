@@ -135,7 +135,7 @@ def compare(settings: Settings, spec: str, folder: Path, inputs: tuple[Path, Pat
     return {int(k): v for k, v in samples.items()}
 
 
-def rows(settings: Settings, prompts: int = 12, latency: float = 0.5) -> list[Row]:
+def rows(settings: Settings, prompts: int = 6, latency: float = 0.5) -> list[Row]:
     if settings.quick:
         prompts = 4
     folder = settings.workdir / "judge-concurrency"
