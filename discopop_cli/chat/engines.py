@@ -6,16 +6,13 @@ markers the template writes (`export.chat_template.stop_strings`) and at the end
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from discopop_cli.core.errors import UserError
-from discopop_cli.core.faults import c_call_interrupts
+from discopop_cli.core.llama import load_llama, native_stderr_quiet
 from discopop_cli.export import chat_template
 
 Message = dict[str, str]
@@ -52,48 +49,32 @@ def template_stops(template: str | None, special_tokens: dict[str, str], special
     return chat_template.stop_strings(fmt, specials, special_tokens.get("bos_token"))
 
 
-@contextmanager
-def _native_stderr_quiet() -> Iterator[None]:
-    """File descriptor 2 pointed at /dev/null: llama.cpp writes some load-time notes straight to it."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 class GgufEngine:
     """A .gguf file in llama.cpp, rendered with the chat template stored in the file."""
 
     def __init__(self, path: Path, context: int) -> None:
         try:
-            from llama_cpp import Llama
+            from llama_cpp import (
+                llama_model_default_params,
+                llama_model_free,
+                llama_model_load_from_file,
+                llama_model_n_ctx_train,
+            )
         except ImportError:
             from discopop_cli.export.quants import INSTALL_HINT
 
             raise UserError(f"chatting with a .gguf file needs llama-cpp-python; run: {INSTALL_HINT}") from None
-        from llama_cpp import (
-            llama_model_default_params,
-            llama_model_free,
-            llama_model_load_from_file,
-            llama_model_n_ctx_train,
-        )
 
         # A context longer than the model was trained for makes llama.cpp warn on every start: cap it there.
         params = llama_model_default_params()
         params.vocab_only = True
-        with _native_stderr_quiet():  # llama.cpp's loader notes (e.g. on Gemma 3's vocabulary) are not for the user
+        with native_stderr_quiet():
             probe = llama_model_load_from_file(str(path).encode(), params)
             if probe is None:
                 raise UserError(f"{path} is not a GGUF llama.cpp can read; export it again with discopop export --gguf")
             trained = llama_model_n_ctx_train(probe)
             llama_model_free(probe)
-            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
-                self.llm = Llama(model_path=str(path), n_ctx=min(context, trained) if context else 0, verbose=False)
+        self.llm = load_llama(path, n_ctx=min(context, trained) if context else 0)
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         self.stops = template_stops(self.template, *self._special_tokens())
 

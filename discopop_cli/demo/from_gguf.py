@@ -181,6 +181,9 @@ def _plain_model(gguf_path: Path) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from discopop_cli.core.devices import tell_deepspeed_when_cpu_only
+
+    tell_deepspeed_when_cpu_only()
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     settings = {key: value for key, value in loaded.config.to_dict().items() if key != "quantization_config"}
     config = AutoConfig.for_model(**settings)

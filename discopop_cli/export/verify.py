@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from discopop_cli.core.errors import RunFailure
-from discopop_cli.core.faults import c_call_interrupts
+from discopop_cli.core.llama import load_llama
 from discopop_cli.export.quants import QuantType
 
 GREEDY_TOKENS = 12
@@ -318,11 +318,8 @@ def _end_of_generation_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def compare_with(reference: Reference, gguf_path: Path, quant: QuantType) -> VerifyReport:
     """Run llama.cpp on every prompt and measure it against the reference."""
-    import llama_cpp
-
     longest = max(len(prompt.hf_ids) for prompt in reference.prompts) + GREEDY_TOKENS + 8
-    with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
-        llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=longest, n_batch=longest, logits_all=True, verbose=False)
+    llm = load_llama(gguf_path, n_ctx=longest, n_batch=longest, logits_all=True)
     checks = []
     try:
         for prompt, (hf_logits, hf_greedy) in zip(reference.prompts, reference.runs, strict=True):

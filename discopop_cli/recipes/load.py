@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from discopop_cli.core.console import notice, warn
+from discopop_cli.core.devices import accelerator_available
 from discopop_cli.core.errors import UserError, first_line
 from discopop_cli.core.suggest import suggest
 from discopop_cli.core.yaml_text import YamlRefused, load_yaml_text
@@ -407,17 +408,6 @@ def _check_consistency(recipe: Recipe) -> None:
         k.startswith("lora_") for k in recipe.model if recipe.model[k] is not None
     ):
         warn(f"{name}: lora_* keys are set but use_peft is false; they have no effect")
-
-
-def accelerator_available() -> bool:
-    """A CUDA, XPU or MPS device is here."""
-    import torch
-
-    return (
-        torch.cuda.is_available()
-        or (hasattr(torch, "xpu") and torch.xpu.is_available())
-        or torch.backends.mps.is_available()
-    )
 
 
 def check_no_accelerator(recipe: Recipe) -> bool:

@@ -7,7 +7,6 @@ report. Where the run's files go is run_directory's concern.
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,8 @@ def quiet_library_deprecations() -> None:
 def plan_the_run(recipe: Any, launch: Any, processes: int) -> Any:
     """The precision plan applied to the recipe and the memory plan sized (run_plan.py), then on a CPU the float32
     fallback. With a GPU here, a plan that does not fit it is said before anything loads."""
-    from discopop_cli.recipes.load import accelerator_available, check_no_accelerator
+    from discopop_cli.core.devices import accelerator_available, tell_deepspeed_when_cpu_only
+    from discopop_cli.recipes.load import check_no_accelerator
     from discopop_cli.train.launch import LaunchOptions, launch_kind
     from discopop_cli.train.precision import SHARDED
     from discopop_cli.train.run_plan import check_fits, plan_run
@@ -48,8 +48,7 @@ def plan_the_run(recipe: Any, launch: Any, processes: int) -> Any:
     # FSDP and ZeRO run on GPUs only: on a machine without one, a dry run plans them for the GPUs they will have.
     run = plan_run(recipe, kind, processes, accelerator=accelerator_available() or kind in SHARDED)
     if check_no_accelerator(recipe):
-        # accelerate imports DeepSpeed when it is installed; on a CPU it would warn that it fell back to the CPU.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        tell_deepspeed_when_cpu_only()
     if run.precision.notice:
         notice(f"{recipe.path.name}: {run.precision.notice}")
     advice = check_fits(run)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from discopop_cli.core.errors import UserError, first_line
-from discopop_cli.core.faults import c_call_interrupts
+from discopop_cli.core.llama import load_llama
 
 STOP = ["<|im_start|>", "<|im_end|>"]
 MAX_NEW_TOKENS = 128
@@ -147,14 +147,11 @@ class LlamaCppGenerator:
     """One chat turn at a time through llama-cpp-python, with the chat template stored in the GGUF."""
 
     def __init__(self, path: Path, sampling: Sampling, n_ctx: int = 4096) -> None:
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise UserError(f"answering with a GGUF model needs llama-cpp-python; run: {LLAMA_HINT}") from None
         self.sampling = sampling
         try:
-            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
-                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, **llama_threads())
+            self.llm = load_llama(path, n_ctx=n_ctx, **llama_threads())
+        except ImportError:
+            raise UserError(f"answering with a GGUF model needs llama-cpp-python; run: {LLAMA_HINT}") from None
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load {path} ({first_line(exc)}); check the file") from None
 

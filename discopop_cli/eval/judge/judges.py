@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from discopop_cli.core.errors import RunFailure, UserError, first_line
-from discopop_cli.core.faults import c_call_interrupts
+from discopop_cli.core.llama import load_llama
 from discopop_cli.eval.judge.answers import llama_threads
 from discopop_cli.eval.judge.verdicts import json_schema
 
@@ -159,15 +159,12 @@ class GGUFJudge:
     concurrent = False  # one llama.cpp context: one call at a time
 
     def __init__(self, path: Path, settings: JudgeSettings) -> None:
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise UserError('a gguf: judge needs llama-cpp-python; run: pip install "discopop-cli[gguf]"') from None
         self.settings = settings
         self.name = f"gguf-{path.stem}"
         try:
-            with c_call_interrupts():  # llama.cpp logs the load through a callback that would drop a Ctrl-C
-                self.llm = Llama(model_path=str(path), n_ctx=4096, verbose=False, **llama_threads())
+            self.llm = load_llama(path, n_ctx=4096, **llama_threads())
+        except ImportError:
+            raise UserError('a gguf: judge needs llama-cpp-python; run: pip install "discopop-cli[gguf]"') from None
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load the judge {path} ({first_line(exc)}); check the file") from None
 
