@@ -228,8 +228,8 @@ def check_quantization(model_args: Any) -> None:
 
 
 def trainer_class(base: type) -> type:
-    """TRL's `base` trainer as discopop runs it: with the non-finite guard, the lean LM head, the tied embedding's
-    gradient built sparse (speed.sparse_embedding_gradient), and without TRL's mid-run card.
+    """TRL's `base` trainer as discopop runs it: with the non-finite guard, the lean LM head, and without TRL's
+    mid-run card.
 
     TRL writes a README.md into output_dir at every checkpoint; in a run directory that would look like a finished
     model. discopop writes its own card once, when the model it describes is complete.
@@ -240,11 +240,6 @@ def trainer_class(base: type) -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.use_lean_heads()
-            from discopop_cli.train.speed import sparse_embedding_gradient
-
-            model = self.accelerator.unwrap_model(self.model)
-            on_gpu = self.accelerator.device.type != "cpu"
-            sparse_embedding_gradient(model, on_gpu=on_gpu, processes=self.accelerator.num_processes)
 
         def use_lean_heads(self) -> None:
             """The lean LM head (lean_head.py) on the policy and the reference, once TRL has patched them."""

@@ -9,8 +9,6 @@ the names below (or `all`):
 - `threads`: one torch thread per physical core (unless OMP_NUM_THREADS or torch's own setting says otherwise).
 - `checkpointing`: activation checkpointing decided by the memory plan on a CPU (`checkpointing_plan`).
 - `precompute`: reference log-probs computed once before training when every pair is seen more than once.
-- `embedding-grad`: the input embedding's gradient built sparse where it shares its weight with the LM head (one
-  process, off GPU).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from typing import Any
 from discopop_cli.core.errors import UserError
 
 SWITCH = "DISCOPOP_SPEEDUPS_OFF"
-LEVERS = ("lean-head", "allocator", "threads", "checkpointing", "precompute", "embedding-grad")
+LEVERS = ("lean-head", "allocator", "threads", "checkpointing", "precompute")
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -120,43 +118,6 @@ def tune_process() -> list[str]:
     """The process-wide levers, once a training command has validated its recipe: what each did."""
     turned_off()  # a misspelt switch is refused before anything loads
     return [done for done in (keep_freed_memory(), set_threads()) if done]
-
-
-# -- the tied embedding's gradient -----------------------------------------------------------------------------
-
-
-def sparse_embedding_gradient(model: Any, *, on_gpu: bool, processes: int = 1) -> int:
-    """Build the input embedding's gradient sparse where the embedding is also the LM head (tied weights, as in
-    Gemma); return the bytes this keeps off the step's peak (0 where it changed nothing).
-
-    A tied weight gets two gradients that autograd sums before they reach `.grad`: the LM head's, dense, first, and
-    the embedding's last. Dense, the embedding's is a second [vocabulary x hidden] tensor (671 MB in float32 for
-    Gemma 3 270M) alive at the end of the backward, which is the step's peak; sparse, it is one row per token of the
-    batch, added into the LM head's gradient in place. The sum is the same up to the order in which the rows of a
-    repeated token are added. Only where the two are one trained parameter: an untied embedding would end with a
-    sparse `.grad`, which AdamW refuses. In one process off GPU only: DDP expects a sparse gradient of a sparse
-    embedding (and gets the dense sum), DeepSpeed and FSDP partition the gradients.
-    """
-    import torch
-
-    if on_gpu or processes > 1 or not enabled("embedding-grad"):
-        return 0
-    embedding = model.get_input_embeddings()
-    head = model.get_output_embeddings()
-    if not isinstance(embedding, torch.nn.Embedding) or embedding.sparse or head is None:
-        return 0
-    weight = embedding.weight
-    if head.weight is not weight or not weight.requires_grad:
-        return 0
-    embedding.sparse = True
-    # Should the LM head ever give no gradient (a forward that skips it), `.grad` would be the sparse rows alone.
-    weight.register_post_accumulate_grad_hook(_densify_gradient)
-    return weight.numel() * weight.element_size()
-
-
-def _densify_gradient(weight: Any) -> None:
-    if weight.grad is not None and weight.grad.is_sparse:
-        weight.grad = weight.grad.to_dense()
 
 
 # -- reference log-probs -----------------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ says, and that none changes a loss.
   plan, reference log-probs precomputed for its 2 epochs) logs the same losses, step by step, as the same run with
   DISCOPOP_SPEEDUPS_OFF=all, and as the same run with each lever turned off alone (the lean head's log-probs and
   gradients have tests/train/test_lean_head.py too).
-- The tied embedding's sparse gradient: the same weights after AdamW steps, the same `discopop sft` losses, only
-  where it is safe, and a lower peak.
 - The allocator: after it, memory freed by one step is reused by the next without faulting its pages in again.
 """
 
@@ -199,121 +197,7 @@ def test_align_losses_with_and_without_every_lever(every_lever_on: dict, repo_ro
     assert fast[0] != fast[-1]  # it trained
 
 
-# The levers that act on a LoRA align; embedding-grad acts on a full fine-tune (test_sft_losses_without_... below).
-@pytest.mark.parametrize("lever", ["lean-head", "allocator", "threads", "checkpointing", "precompute"])
+@pytest.mark.parametrize("lever", speed.LEVERS)
 def test_each_lever_alone_keeps_the_align_losses(lever: str, every_lever_on: dict, repo_root: Path) -> None:
     losses, _ = _align(every_lever_on["recipe"], every_lever_on["folder"] / lever, lever, repo_root)
     assert losses == pytest.approx(every_lever_on["losses"], abs=1e-5)
-
-
-def test_sft_losses_without_the_sparse_embedding_gradient(
-    tmp_path: Path, tiny_model_dir: Path, repo_root: Path
-) -> None:
-    """A full fine-tune of the tiny model (its embedding tied to its LM head): the same losses with the lever on
-    and off."""
-    body = {
-        "model_name_or_path": str(tiny_model_dir),
-        "dataset_mixture": {"datasets": [{"id": str(repo_root / "recipes" / "data" / "tiny-chat.jsonl")}], "seed": 0},
-        "learning_rate": 5e-3,
-        "max_steps": 6,
-        "per_device_train_batch_size": 4,
-        "max_length": 64,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "use_cpu": True,
-    }
-    recipe = tmp_path / "sft.yaml"
-    recipe.write_text(yaml.safe_dump(body), encoding="utf-8")
-    runs = {}
-    for switch in ("", "embedding-grad"):
-        out = tmp_path / f"sft-{switch or 'on'}"
-        command = [str(Path(sys.executable).parent / "discopop"), "sft", str(recipe), "-o", str(out)]
-        env = {**os.environ, speed.SWITCH: switch}
-        result = subprocess.run(command, env=env, cwd=repo_root, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr[-3000:]
-        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-        runs[switch] = [entry["loss"] for entry in history if "loss" in entry]
-    assert len(runs[""]) == 6 and runs[""][-1] < runs[""][0]
-    assert runs[""] == pytest.approx(runs["embedding-grad"], abs=1e-5)
-
-
-# -- the tied embedding's gradient ------------------------------------------------------------------------------
-
-
-def _tied_model(vocab: int = 512, hidden: int = 64, *, tied: bool = True) -> object:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied, pad_token_id=0)  # fmt: skip
-    return LlamaForCausalLM(config)
-
-
-def test_sparse_embedding_gradient_trains_the_same_weights() -> None:
-    import copy
-
-    import torch
-
-    dense = _tied_model()
-    sparse = copy.deepcopy(dense)
-    assert speed.sparse_embedding_gradient(sparse, on_gpu=False) == 512 * 64 * 4
-    assert sparse.get_input_embeddings().sparse and not dense.get_input_embeddings().sparse
-    batches = [torch.randint(0, 512, (2, 24)) for _ in range(3)]  # token 0 is padding: its row gets no gradient
-    for model in (dense, sparse):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
-        for ids in batches:
-            model(input_ids=ids, labels=ids).loss.backward()
-            assert not model.lm_head.weight.grad.is_sparse
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    for (name, a), b in zip(dense.named_parameters(), sparse.parameters(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6), name
-    assert not torch.equal(dense.lm_head.weight, _tied_model().lm_head.weight)  # it trained
-
-
-def test_sparse_embedding_gradient_only_where_it_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
-    untied, frozen, on_gpu, ddp, switched_off = (_tied_model(tied=False), *(_tied_model() for _ in range(4)))
-    frozen.get_input_embeddings().weight.requires_grad_(False)
-    assert speed.sparse_embedding_gradient(untied, on_gpu=False) == 0  # its .grad would end sparse
-    assert speed.sparse_embedding_gradient(frozen, on_gpu=False) == 0
-    assert speed.sparse_embedding_gradient(on_gpu, on_gpu=True) == 0
-    assert speed.sparse_embedding_gradient(ddp, on_gpu=False, processes=2) == 0  # DDP would expect a sparse .grad
-    monkeypatch.setenv(speed.SWITCH, "embedding-grad")
-    assert speed.sparse_embedding_gradient(switched_off, on_gpu=False) == 0
-    assert not any(m.get_input_embeddings().sparse for m in (untied, frozen, on_gpu, ddp, switched_off))
-
-
-_PEAK_OF_A_STEP = """
-import sys, torch
-sys.path.insert(0, sys.argv[2])
-from test_speed import _tied_model
-from discopop_cli.train import speed
-model = _tied_model(vocab=131072, hidden=256)
-if sys.argv[1] == "sparse":
-    speed.sparse_embedding_gradient(model, on_gpu=False)
-optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-for _ in range(2):
-    ids = torch.randint(1, 131072, (2, 16))
-    model(input_ids=ids, labels=ids).loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-# VmHWM, not ru_maxrss: a child's ru_maxrss starts from the peak of the process that forked it (pytest's).
-print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
-"""
-
-
-def test_sparse_embedding_gradient_lowers_the_peak() -> None:
-    """A 131,072 x 256 tied embedding (128 MiB in float32): the step's peak drops by about that much."""
-    here = str(Path(__file__).parent)
-    env = {**os.environ, speed.SWITCH: ""}
-    peaks = {}
-    for kind in ("dense", "sparse"):
-        command = [sys.executable, "-c", _PEAK_OF_A_STEP, kind, here]
-        peaks[kind] = int(
-            subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()[-1]
-        )
-    embedding_bytes = 131072 * 256 * 4
-    assert peaks["dense"] - peaks["sparse"] > 0.8 * embedding_bytes, peaks
