@@ -99,7 +99,7 @@ def rows(settings: Settings) -> list[Row]:
             "trl": lambda: plain_trl(model, folder / "out-trl", epochs),
             "per-step reference": lambda: discopop_align(recipe, folder / "out-per-step", *precompute_off),
         },
-        settings.align_runs,
+        settings.runs,
     )
     ours, trl, per_step = samples["discopop"], samples["trl"], samples["per-step reference"]
     passes = ["--passes", "1" if settings.quick else "3"]

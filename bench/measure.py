@@ -66,12 +66,6 @@ class Settings:
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "discopop-bench")
 
     @property
-    def align_runs(self) -> int:
-        """Training runs drift most with the machine's load: one more run than elsewhere (two whole ABBA rounds)
-        steadies their medians. Five took 8.4 of the 13.9 minutes on a slow 2-core VM, too near the 15-minute mark."""
-        return self.runs if self.quick else max(self.runs, 4)
-
-    @property
     def startup_runs(self) -> int:
         """Each start-up run is short, so a few more cost little and steady the median."""
         return max(self.runs, 5)
@@ -90,11 +84,13 @@ def bench_env() -> dict[str, str]:
     }
 
 
-def measure(command: Sequence[str], *, cwd: Path | None = None) -> Sample:
-    """Run `command` to completion in its own process; fail loudly (with its stderr) if it fails."""
+def measure(command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> Sample:
+    """Run `command` to completion in its own process (`env`: variables to add); fail loudly (with its stderr) if it
+    fails."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(list(command), stdout=out, stderr=err, env=bench_env(), cwd=cwd or ROOT)
+        environment = bench_env() | (env or {})
+        process = subprocess.Popen(list(command), stdout=out, stderr=err, env=environment, cwd=cwd or ROOT)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:

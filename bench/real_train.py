@@ -8,7 +8,8 @@ scripts with the same settings, and each speed lever's share of discopop's align
 - sft: a full fine-tune, 2 conversations a step, max_length 256, float32, on recipes/data/tiny-chat.jsonl;
   `discopop sft` vs bench/trl_real_plain.py.
 - levers: bench/real_levers.py, one process and one model load, times discopop's align step with every lever on
-  and with each one turned off in turn, on the same batches.
+  and with each one turned off in turn, on the same batches; the tied-gradient lever, which acts on a full fine-tune
+  only, is the sft run again with it turned off.
 
 Each side runs 3 optimizer steps (sft: 4) in its own process (one model load per side): the step time is the trainer's
 `train_runtime` / steps, peak RSS comes from the kernel, and the first 3 logged losses of both sides are compared.
@@ -115,8 +116,9 @@ def recipe_file(folder: Path, task: str, model: Path) -> Path:
     return path
 
 
-def discopop_side(task: str, recipe: Path, output: Path) -> Sample:
-    sample = measure([str(VENV_BIN / "discopop"), task, str(recipe), "-o", str(output), "--force"])
+def discopop_side(task: str, recipe: Path, output: Path, turned_off: str = "") -> Sample:
+    command = [str(VENV_BIN / "discopop"), task, str(recipe), "-o", str(output), "--force"]
+    sample = measure(command, env={"DISCOPOP_SPEEDUPS_OFF": turned_off})
     history = json.loads((output / "trainer_state.json").read_text())["log_history"]
     final = next(entry for entry in reversed(history) if "train_runtime" in entry)
     steps = json.loads((output / "trainer_state.json").read_text())["global_step"]
@@ -186,7 +188,20 @@ def rows(settings: Settings) -> list[Row]:
         samples = {name: sides[name]() for name in order}
         found += pair_rows(task, samples["ours"], samples["trl"], targets[task])
     found += lever_rows(model, folder, settings_file(folder, "align"))
+    # tied-gradient acts on a trained tied embedding only (not under align's LoRA): its share is the sft's.
+    without = discopop_side("sft", recipe, folder / "out-sft-tied-gradient-off", turned_off="tied-gradient")
+    found += tied_gradient_rows(samples["ours"], without)
     return found
+
+
+def tied_gradient_rows(ours: Sample, without: Sample) -> list[Row]:
+    task = "sft step on gemma-3-270m: every lever vs `tied-gradient` turned off (each its own process)"
+    gap = max(abs(a - b) for a, b in zip(first_losses(ours), first_losses(without), strict=True))
+    return [
+        Row(task, "step time (train_runtime / steps)", ours.extra["step_s"], without.extra["step_s"], None, "s",
+            f"first 3 losses' largest gap {gap:.1e}"),
+        Row(task, "peak RSS", ours.rss_mib, without.rss_mib, None, "MiB"),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

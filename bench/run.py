@@ -66,8 +66,7 @@ def results_file(rows: list[Row], settings: Settings, seconds: float, load_befor
             "",
             "Written by `make bench` (`bench/run.py`); see [README.md](README.md) for what each row runs. Ratios are",
             "ours / reference: below 1 means `discopop` is faster or smaller. Each figure is the median of "
-            f"{settings.runs} alternating runs (align training: {settings.align_runs}; start-up: "
-            f"{settings.startup_runs}), each command in its own process.",
+            f"{settings.runs} alternating runs (start-up: {settings.startup_runs}), each command in its own process.",
             "",
             f"- machine: {info['cpu']}, {info['memory']} RAM; {info['os']}",
             f"- versions: {info['versions']}",

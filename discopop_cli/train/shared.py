@@ -240,6 +240,28 @@ def trainer_class(base: type) -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.use_lean_heads()
+            self.tied_gradient_in_place = self.use_tied_gradient()
+
+        def use_tied_gradient(self) -> bool:
+            """The tied embedding's two gradients added into `.grad` in place (lean_head.accumulate_tied_gradient):
+            one process on a CPU, where the lean head computes the LM head's gradient."""
+            from discopop_cli.train.lean_head import accumulate_tied_gradient
+            from discopop_cli.train.speed import enabled
+
+            if not (enabled("tied-gradient") and enabled("lean-head")) or self.accelerator.num_processes > 1:
+                return False
+            if self.accelerator.device.type != "cpu" or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                return False
+            model = self.accelerator.unwrap_model(self.model)
+            return accumulate_tied_gradient(model.get_base_model() if hasattr(model, "get_base_model") else model)
+
+        def training_step(self, *args: Any, **kwargs: Any) -> Any:
+            if not self.tied_gradient_in_place:
+                return super().training_step(*args, **kwargs)
+            from discopop_cli.train.lean_head import head_gradient_into_grad
+
+            with head_gradient_into_grad():
+                return super().training_step(*args, **kwargs)
 
         def use_lean_heads(self) -> None:
             """The lean LM head (lean_head.py) on the policy and the reference, once TRL has patched them."""

@@ -9,6 +9,8 @@ the names below (or `all`):
 - `threads`: one torch thread per physical core (unless OMP_NUM_THREADS or torch's own setting says otherwise).
 - `checkpointing`: activation checkpointing decided by the memory plan on a CPU (`checkpointing_plan`).
 - `precompute`: reference log-probs computed once before training when every pair is seen more than once.
+- `tied-gradient`: an LM head that is also the input embedding (Gemma) gets its two gradients added into `.grad` in
+  place, in one process on a CPU (lean_head.accumulate_tied_gradient), instead of in a third full-size tensor.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from discopop_cli.core.errors import UserError
 
 SWITCH = "DISCOPOP_SPEEDUPS_OFF"
-LEVERS = ("lean-head", "allocator", "threads", "checkpointing", "precompute")
+LEVERS = ("lean-head", "allocator", "threads", "checkpointing", "precompute", "tied-gradient")
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
