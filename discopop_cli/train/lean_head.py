@@ -26,10 +26,10 @@ zeroed and then accumulated. On Triton devices TRL's own kernel does the work (o
 Log-probabilities and gradients equal TRL's to float rounding (tests/train/test_lean_head.py).
 
 Within `head_gradient_into_grad()` (a training step of one process, see `accumulate_tied_gradient`), the weight's
-gradient is added straight into the parameter's `.grad` instead of being handed back to autograd. A gradient handed
-back by a Python autograd Function cannot be reused in place by autograd, so for a weight shared with the input
-embedding (Gemma) autograd would otherwise build the sum of the two gradients in a third [vocabulary x hidden]
-tensor: 640 MiB more at the end of every Gemma 3 270M backward, the peak of a full fine-tune.
+gradient is added straight into the parameter's `.grad` instead of being handed back to autograd. For a weight
+shared with the input embedding (Gemma) autograd would otherwise add the head's gradient and the embedding's in a
+new [vocabulary x hidden] tensor before `.grad`: 640 MiB more near the end of every Gemma 3 270M backward, the peak
+of a full fine-tune.
 """
 
 from __future__ import annotations

@@ -239,16 +239,17 @@ def trainer_class(base: type) -> type:
     class RunTrainer(guarded(base)):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.use_lean_heads()
-            self.tied_gradient_in_place = self.use_tied_gradient()
+            lean = self.use_lean_heads()
+            self.tied_gradient_in_place = lean and self.use_tied_gradient()
 
         def use_tied_gradient(self) -> bool:
             """The tied embedding's two gradients added into `.grad` in place (lean_head.accumulate_tied_gradient):
-            one process on a CPU, where the lean head computes the LM head's gradient."""
+            one process on a CPU, where the lean head (on the policy: checked by the caller) computes the LM head's
+            gradient."""
             from discopop_cli.train.lean_head import accumulate_tied_gradient
             from discopop_cli.train.speed import enabled
 
-            if not (enabled("tied-gradient") and enabled("lean-head")) or self.accelerator.num_processes > 1:
+            if not enabled("tied-gradient") or self.accelerator.num_processes > 1:
                 return False
             if self.accelerator.device.type != "cpu" or self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 return False
@@ -263,17 +264,21 @@ def trainer_class(base: type) -> type:
             with head_gradient_into_grad():
                 return super().training_step(*args, **kwargs)
 
-        def use_lean_heads(self) -> None:
-            """The lean LM head (lean_head.py) on the policy and the reference, once TRL has patched them."""
+        def use_lean_heads(self) -> bool:
+            """The lean LM head (lean_head.py) on the policy and the reference, once TRL has patched them; True
+            where the policy has it."""
             from discopop_cli.train.lean_head import use_lean_head
             from discopop_cli.train.speed import enabled
 
             if not enabled("lean-head"):
-                return
+                return False
+            policy_has_it = False
             for model in (self.model, getattr(self, "ref_model", None)):
                 if model is not None:
                     model = self.accelerator.unwrap_model(model)
-                    use_lean_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
+                    done = use_lean_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
+                    policy_has_it = policy_has_it or (done and model is self.accelerator.unwrap_model(self.model))
+            return policy_has_it
 
         def create_model_card(self, *args: Any, **kwargs: Any) -> None:
             return None
