@@ -90,7 +90,7 @@ demo-real: install
 		--prompt "Name three fruits."
 
 # Every command against what users would run instead (TRL's CLI and DPOTrainer, peft, llama.cpp): one markdown table,
-# also written to bench/RESULTS.md. Not part of `test`; about 15 minutes on 2 cores. `make bench BENCH_ARGS=--quick`
+# also written to bench/RESULTS.md. Not part of `test`; 13-15 minutes on 2 cores. `make bench BENCH_ARGS=--quick`
 # is a one-run smoke test with small models that writes no file.
 BENCH_ARGS ?=
 bench: install
