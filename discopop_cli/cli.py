@@ -52,10 +52,11 @@ class _Commands(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         """A UserError becomes one red line and its exit code (2, or 1 for a failed run), a full disk one line too,
-        Ctrl-C exit 130; `--debug` shows the traceback."""
+        Ctrl-C exit 130, SIGTERM exit 143; `--debug` shows the traceback."""
         from discopop_cli.core import faults
         from discopop_cli.core.console import error_line
 
+        faults.raise_on_sigterm()
         try:
             return super().invoke(ctx)
         except UserError as exc:
@@ -68,6 +69,11 @@ class _Commands(TyperGroup):
                 raise
             error_line("interrupted by Ctrl-C (SIGINT)")
             raise typer.Exit(code=faults.INTERRUPTED_EXIT) from None
+        except faults.Terminated:
+            if _debug:
+                raise
+            error_line("stopped by SIGTERM")
+            raise typer.Exit(code=faults.TERMINATED_EXIT) from None
         except OSError as exc:
             if _debug or not faults.is_disk_full(exc):
                 raise

@@ -6,7 +6,7 @@
   `--force` only on discopop's own output (its marker, or a file's signature).
 - `locks`: one writer per output (a lock beside it), and the staging of dead runs cleared away.
 - `weights`: the one safetensors reader, every header checked against its file.
-- `faults`: a full disk and overlong messages as one line; exit 130 for Ctrl-C.
+- `faults`: a full disk and overlong messages as one line; exit 130 for Ctrl-C, 143 for SIGTERM.
 - `yaml_text`: YAML without aliases, nesting bounded.
 - `json_files`: reading a model's JSON files with a one-line error when one is damaged.
 - `suggest`: "did you mean ...?" for misspelt names.

@@ -1,10 +1,12 @@
 """Faults that are nobody's input, each one line: a full disk (the folder, the space needed and free), an interrupt
-(exit 130), and messages too long to read (a 55 MB value quoted back), cut to a readable length."""
+(Ctrl-C: exit 130; SIGTERM: exit 143), and messages too long to read (a 55 MB value quoted back), cut to a readable
+length."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 import signal
 import threading
@@ -14,6 +16,7 @@ from pathlib import Path
 from discopop_cli.core.errors import RunFailure
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C
+TERMINATED_EXIT = 143  # 128 + SIGTERM
 MESSAGE_LIMIT = 600  # characters of an error line shown; the start and the end (the fix) are kept
 _DISK_FULL_TEXT = ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded")
 
@@ -80,6 +83,39 @@ def disk_space(folder: Path, needed: int | None, what: str = "the output") -> It
         ) from None
 
 
+class Terminated(BaseException):
+    """SIGTERM (`kill`, a batch scheduler's time limit, a container stopping), raised where the program is, as Ctrl-C
+    raises KeyboardInterrupt, so the same clean-up runs: staging removed, locks released, child processes stopped.
+
+    Python's default is to die at once, skipping all of that. A BaseException, so nothing that catches Exception
+    swallows it, and apart from KeyboardInterrupt, which `discopop chat` takes to stop one reply, not the session.
+    """
+
+
+_sigterm_owner: int | None = None  # the process whose SIGTERM raises Terminated
+
+
+def raise_on_sigterm() -> None:
+    """From now on SIGTERM raises Terminated in this process (main thread only: Python delivers signals there).
+
+    Processes forked from this one (a dataset's map workers) keep dying at once: their pools stop idle workers with
+    SIGTERM, which would otherwise print a traceback per worker.
+    """
+    global _sigterm_owner
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm_owner = os.getpid()
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    if os.getpid() != _sigterm_owner:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated
+
+
 @contextlib.contextmanager
 def c_call_interrupts() -> Iterator[None]:
     """Ctrl-C during a long C call that reports through Python callbacks (llama.cpp loading a model logs through a
@@ -87,22 +123,26 @@ def c_call_interrupts() -> Iterator[None]:
 
     Python raises KeyboardInterrupt at the next line of Python it runs, which there is inside the callback; ctypes
     prints and drops an exception raised in a callback, so the interrupt would be lost. The handler here notes it
-    before raising, and the block raises it again once the C call is over.
+    before raising, and the block raises it again once the C call is over. SIGTERM, where it raises Terminated
+    (`raise_on_sigterm`), is kept the same way.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    interrupted = False
+    raised: list[type[BaseException]] = []
+    kept = {signal.SIGINT: KeyboardInterrupt}
+    if signal.getsignal(signal.SIGTERM) is _terminated and os.getpid() == _sigterm_owner:
+        kept[signal.SIGTERM] = Terminated
 
     def note(signum: int, frame: object) -> None:
-        nonlocal interrupted
-        interrupted = True
-        raise KeyboardInterrupt
+        raised.append(kept[signum])
+        raise kept[signum]
 
-    previous = signal.signal(signal.SIGINT, note)
+    previous = {signum: signal.signal(signum, note) for signum in kept}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        raise KeyboardInterrupt
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if raised:
+        raise raised[0]

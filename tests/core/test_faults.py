@@ -150,22 +150,68 @@ def test_export_killed_mid_write_leaves_staging_a_rerun_removes(tmp_path: Path, 
     assert {k: v for k, v in snapshot(tmp_path).items() if k in inputs} == inputs
 
 
-def test_ctrl_c_inside_llama_cpps_quantizer_exits_130_leaving_nothing(tmp_path: Path, export_model: Path) -> None:
+STOPS = {
+    signal.SIGINT: (130, "error: interrupted by Ctrl-C (SIGINT)"),
+    signal.SIGTERM: (143, "error: stopped by SIGTERM"),  # kill, a scheduler's time limit: the same clean-up
+}
+
+
+@pytest.mark.parametrize("signum", list(STOPS), ids=["SIGINT", "SIGTERM"])
+def test_a_stop_inside_llama_cpps_quantizer_leaves_nothing(tmp_path: Path, export_model: Path, signum: int) -> None:
     """llama.cpp reports through a ctypes callback, which drops a KeyboardInterrupt: the quantizer now runs in a
-    child, held here inside that callback, and Ctrl-C to the command stops both at once."""
+    child, held here inside that callback, and Ctrl-C (or SIGTERM) to the command stops both at once."""
     model = shutil.copytree(export_model, tmp_path / "model")
     before = snapshot(tmp_path)
     held = Held(["export", model, "--gguf", "--quant", "q4_k_m"], tmp_path, QUANTIZING)
     held.wait_until_held()
     started = time.monotonic()
-    held.process.send_signal(signal.SIGINT)
+    held.process.send_signal(signum)
     code, _, err = held.finish(timeout=60)
-    assert code == 130, err
+    exit_code, line = STOPS[signum]
+    assert code == exit_code, err
     assert time.monotonic() - started < 20  # honoured at once, not after the quantizer finished on its own
-    assert error_lines(err) == ["error: interrupted by Ctrl-C (SIGINT)"] and "Traceback" not in err
+    assert error_lines(err) == [line] and "Traceback" not in err
     assert snapshot(tmp_path) == before
     children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).count(str(tmp_path))]
     assert children == [], "the quantizer outlived the export"
+
+
+def test_sigterm_mid_merge_exits_143_leaving_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Python's default for SIGTERM is to die where it stands, leaving the staging folder and the lock behind."""
+    _, adapter = merge_inputs(tmp_path, tiny_model_dir)
+    before = snapshot(tmp_path)
+    held = Held(["merge", adapter, "-o", tmp_path / "merged"], tmp_path, MERGE_WRITING)
+    held.wait_until_held()
+    assert any(p.name.startswith(".merged.partial-") for p in tmp_path.iterdir())  # mid-write indeed
+    held.process.send_signal(signal.SIGTERM)
+    code, _, err = held.finish(timeout=60)
+    assert code == 143, err
+    assert error_lines(err) == ["error: stopped by SIGTERM"] and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def test_sigterm_still_ends_forked_workers_at_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """A dataset's map workers are forked; their pool stops idle ones with SIGTERM, which must not become a
+    traceback per worker."""
+    import multiprocessing
+
+    from discopop_cli.core import faults
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        faults.raise_on_sigterm()
+        worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+        worker.start()
+        time.sleep(0.2)
+        worker.terminate()
+        worker.join(10)
+        assert worker.exitcode == -signal.SIGTERM
+        assert "Terminated" not in capfd.readouterr().err
+        with pytest.raises(faults.Terminated):  # while this process raises it
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmdline(proc: Path) -> str:
