@@ -27,14 +27,15 @@ def export(
     ],
     gguf: Annotated[bool, typer.Option("--gguf", help="Export to GGUF for llama.cpp and Ollama.")] = False,
     quant: Annotated[
-        str,
+        list[str] | None,
         typer.Option(
             "--quant",
             help="f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (numpy); "
             "q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, q3_k_l, q3_k_m, q3_k_s, q2_k (llama.cpp: the \\[gguf] extra). "
-            "Several, comma-separated (q4_k_m,q8_0): one GGUF and Modelfile each, from one conversion.",
+            "Several, comma-separated (q4_k_m,q8_0) or repeated (--quant q4_k_m --quant q8_0): one GGUF and "
+            "Modelfile each, from one conversion. Default: q4_k_m.",
         ),
-    ] = "q4_k_m",
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -57,4 +58,5 @@ def export(
     """Convert a model to GGUF with a Modelfile for Ollama, its LICENSE (and the Gemma NOTICE where it applies)."""
     from discopop_cli.export.command import run_export
 
-    run_export(model_dir, gguf=gguf, quant=quant, output=output, name=name, system=system, verify=verify, force=force)
+    quants = ",".join(quant) if quant else "q4_k_m"
+    run_export(model_dir, gguf=gguf, quant=quants, output=output, name=name, system=system, verify=verify, force=force)

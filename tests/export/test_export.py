@@ -291,7 +291,7 @@ def test_several_quants_from_one_conversion_into_one_folder(llama_bpe_dir: Path,
     model_dir = tmp_path / "model"
     shutil.copytree(llama_bpe_dir, model_dir)
     (model_dir / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A tiny llama\n")
-    output = export(model_dir, "--gguf", "--quant", "q8_0,f16,Q8_0", "--name", "tiny")
+    output = export(model_dir, "--gguf", "--quant", "q8_0,f16", "--quant", "Q8_0", "--name", "tiny")  # both forms
     folder = tmp_path / "model-gguf"
     assert sorted(p.name for p in folder.iterdir()) == [
         "LICENSE", "Modelfile.F16", "Modelfile.Q8_0", "tiny-F16.gguf", "tiny-Q8_0.gguf",
@@ -309,7 +309,7 @@ def test_several_quants_from_one_conversion_into_one_folder(llama_bpe_dir: Path,
     export(model_dir, "--gguf", "--quant", "f16", "-o", tmp_path / "one" / "m.gguf")
     assert (tmp_path / "one" / "LICENSE").read_text() == "Copyright 2024 Someone\n\nPermission is granted ...\n"
     result = runner.invoke(
-        app, ["export", str(model_dir), "--gguf", "--quant", "f16,q8_0", "-o", str(tmp_path / "x.gguf")]
+        app, ["export", str(model_dir), "--gguf", "--quant", "f16", "--quant", "q8_0", "-o", str(tmp_path / "x.gguf")]
     )
     assert result.exit_code == 2 and "names one file, but 2 quant types make 2 files" in result.output
 
