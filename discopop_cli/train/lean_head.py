@@ -302,7 +302,7 @@ class LeanLogProbs(torch.autograd.Function):
 
         ctx.save_for_backward(hidden, weight, bias, targets, log_z, log_z if entropy is None else entropy)
         ctx.settings = settings
-        ctx.into_grad = LeanHeadDispatch.into_grad and _takes_gradient_in_place(weight)
+        ctx.into_grad = LeanHeadDispatch.into_grad  # the backward checks that the weight takes it
         ctx.kept = kept or None  # used, and dropped tile by tile, by the first backward
         ctx.mark_non_differentiable(*(x for x in (log_sum_sq_probs, mean_logits, is_top1) if x is not None))
         return log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1

@@ -253,8 +253,7 @@ def trainer_class(base: type) -> type:
                 return False
             if self.accelerator.device.type != "cpu" or self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 return False
-            model = self.accelerator.unwrap_model(self.model)
-            return accumulate_tied_gradient(model.get_base_model() if hasattr(model, "get_base_model") else model)
+            return accumulate_tied_gradient(self.transformers_model(self.model))
 
         def training_step(self, *args: Any, **kwargs: Any) -> Any:
             if not self.tied_gradient_in_place:
@@ -272,13 +271,15 @@ def trainer_class(base: type) -> type:
 
             if not enabled("lean-head"):
                 return False
-            policy_has_it = False
-            for model in (self.model, getattr(self, "ref_model", None)):
-                if model is not None:
-                    model = self.accelerator.unwrap_model(model)
-                    done = use_lean_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
-                    policy_has_it = policy_has_it or (done and model is self.accelerator.unwrap_model(self.model))
-            return policy_has_it
+            reference = getattr(self, "ref_model", None)
+            if reference is not None:
+                use_lean_head(self.transformers_model(reference))
+            return use_lean_head(self.transformers_model(self.model))
+
+        def transformers_model(self, model: Any) -> Any:
+            """The transformers model inside accelerate's wrapper and PEFT's."""
+            model = self.accelerator.unwrap_model(model)
+            return model.get_base_model() if hasattr(model, "get_base_model") else model
 
         def create_model_card(self, *args: Any, **kwargs: Any) -> None:
             return None
