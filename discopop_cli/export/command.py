@@ -47,9 +47,11 @@ def _resolve_output(output: Path | None, model_dir: Path, name: str, quant: Quan
     if output.is_dir():
         return output / default_gguf_path(model_dir, name, quant).name
     if output.suffix.lower() != ".gguf":
+        default = default_gguf_path(model_dir, name, quant)
+        # A folder not made yet can hold the file; an existing file (a model's own weights, say) cannot.
+        example = default if output.exists() else output / default.name
         raise UserError(
-            f"--output {output} is neither an existing directory nor a .gguf file; "
-            f"name the file, e.g. {output / default_gguf_path(model_dir, name, quant).name}"
+            f"--output {output} is neither an existing directory nor a .gguf file; name the file, e.g. {example}"
         )
     return output
 

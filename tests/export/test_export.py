@@ -410,6 +410,16 @@ def test_other_refusals(tiny_model_dir: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and "neither an existing directory nor a .gguf file" in result.output
     assert list(tmp_path.iterdir()) == []
+    # An existing file that is not a .gguf (here the model's own weights): the example given is a path that works.
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    weights = model / "model.safetensors"
+    before = weights.read_bytes()
+    result = runner.invoke(app, ["export", str(model), "--gguf", "--quant", "f16", "-o", str(weights)])
+    suggested = tmp_path / "model-gguf" / "model-F16.gguf"
+    assert result.exit_code == 2 and f"name the file, e.g. {suggested}" in " ".join(result.output.split())
+    result = runner.invoke(app, ["export", str(model), "--gguf", "--quant", "f16", "-o", str(suggested)])
+    assert result.exit_code == 0, result.output
+    assert suggested.is_file() and weights.read_bytes() == before
 
 
 def test_no_partial_file_after_a_failure(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
